@@ -56,7 +56,9 @@ class DetectorService:
                  key_file: Path | None = None, env: Mapping[str, str] | None = None,
                  host: str = "127.0.0.1", port: int | None = None,
                  metrics_port: int | None = None, wrapper: Sequence[str] = (),
-                 binary: Path = API_BINARY, model: Path = MODEL_PATH):
+                 binary: Path | None = None, model: Path | None = None):
+        binary = binary or API_BINARY
+        model = model or MODEL_PATH
         self.host = host
         self.port = port or free_port(host)
         self.metrics_port = metrics_port or free_port(host)
