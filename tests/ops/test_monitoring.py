@@ -1,0 +1,371 @@
+"""Monitoring: the alert rules, the Prometheus config, the dashboard and the exporters, for real.
+
+- promtool checks the config and runs the rules' unit tests; every rule has a case that fires it
+  and one that does not.
+- One edge stack (real detector-api behind real nginx, mtail on the dedicated log, fail2ban-server
+  with the project's filters and a no-op ban action, node_exporter with the textfile that
+  detector-metrics-textfile writes) receives 200s, 401s, 429s and scanner hits; the exporters'
+  numbers move by what the log and the jails saw, and every metric name used by the dashboard and
+  the rules is present in a real scrape.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import ssl
+import stat
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from harness.monitoring import (
+    MONITORING_DIR,
+    MTAIL_PROGS,
+    alert_rule_exprs,
+    dashboard_exprs,
+    metric_names_in_promql,
+    run_textfile_collector,
+    sample_names,
+    scrape,
+    start_fail2ban,
+    start_mtail,
+    start_node_exporter,
+    value,
+)
+from harness.nginx import production_variables, start_edge
+from harness.pki import issue_server_cert, make_ca
+from harness.procs import require_tool, run, wait_until
+from harness.service import REPO_ROOT, SAMPLE_TEXT, start_detector
+
+API_KEY = "monitoring-test-key-0123456789abcdef"
+HOSTNAME = "detector.test"
+SCANNER_PATHS = ["/.env", "/.git/config", "/wp-admin/install.php", "/wp-login.php", "/backup.sql",
+                 "/site.tar.gz"]
+# Metrics that Prometheus makes itself rather than scraping.
+SYNTHETIC_METRICS = {"up"}
+# The edge runs with its production limits (nginx/edge.env: 5 r/s per IP, burst 10): the bad-key
+# requests are paced under that rate so each reaches the service, the burst is not.
+EDGE_OVERRIDES: dict[str, str] = {}
+BAD_KEY_REQUESTS = 5
+BAD_KEY_PAUSE_SECS = 0.25
+BURST_REQUESTS = 40
+# The status field of log_format detector_edge, read independently of the mtail program.
+STATUS_IN_LOG = re.compile(r'" (\d{3}) \d+ rt=')
+# The service's request counter (crates/detector-api), labelled by route and status.
+SERVICE_REQUESTS = "detector_http_requests_total"
+
+
+# --- promtool -----------------------------------------------------------------------------------
+
+def test_prometheus_config_and_rules_are_valid():
+    promtool = require_tool("promtool")
+    out = run([promtool, "check", "config", str(MONITORING_DIR / "prometheus.yml")])
+    assert "SUCCESS" in out.stdout + out.stderr
+    run([promtool, "check", "rules", str(MONITORING_DIR / "alerts.yml")])
+
+
+def test_alert_rule_unit_tests_pass():
+    promtool = require_tool("promtool")
+    out = run([promtool, "test", "rules", str(MONITORING_DIR / "alerts.test.yml")])
+    assert "SUCCESS" in out.stdout + out.stderr
+
+
+def test_every_rule_has_a_firing_and_a_quiet_case_and_a_reason():
+    tests = yaml.safe_load((MONITORING_DIR / "alerts.test.yml").read_text())["tests"]
+    fires, quiet = set(), set()
+    for case in tests:
+        for check in case.get("alert_rule_test", []):
+            (fires if check.get("exp_alerts") else quiet).add(check["alertname"])
+    rules = alert_rule_exprs()
+    assert set(rules) - fires == set(), "rules without a test that fires them"
+    assert set(rules) - quiet == set(), "rules without a test where they stay quiet"
+    # The reason for each threshold is the comment just above its expr.
+    text = (MONITORING_DIR / "alerts.yml").read_text()
+    for alert in rules:
+        block = text.split(f"- alert: {alert}\n", 1)[1].split("expr:", 1)[0]
+        assert "#" in block, f"{alert} has no comment giving the reason for its threshold"
+
+
+def test_mtail_programs_compile():
+    mtail = require_tool("mtail")
+    run([mtail, "--compile_only", "--progs", str(MTAIL_PROGS), "--logtostderr"])
+
+
+# --- the dashboard and the compose profile ------------------------------------------------------
+
+def test_dashboard_has_the_on_call_panels():
+    dashboard = json.loads((MONITORING_DIR / "dashboard.json").read_text())
+    exprs = dashboard_exprs()
+    every_expr = " ".join(e for targets in exprs.values() for e in targets)
+    for needle in ("detector_edge_requests_total", 'status="503"', 'status="429"', 'status="401"',
+                   "histogram_quantile", "detector_fail2ban_banned", "detector_fail2ban_bans_total",
+                   "detector_cert_not_after_timestamp_seconds"):
+        assert needle in every_expr, f"no dashboard panel queries {needle}"
+    ids = [p["id"] for p in _all_panels(dashboard["panels"])]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["query"] == "prometheus"
+
+
+def _all_panels(panels):
+    for panel in panels:
+        yield panel
+        yield from _all_panels(panel.get("panels", []))
+
+
+def test_compose_monitoring_profile_publishes_only_loopback_and_scrapes_real_services():
+    compose = yaml.safe_load((REPO_ROOT / "compose" / "monitoring.yaml").read_text())
+    base = yaml.safe_load((REPO_ROOT / "compose" / "compose.yaml").read_text())
+    services = compose["services"]
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+        if name != "detector":
+            assert service.get("profiles") == ["monitoring"], f"{name} must be in the profile"
+    # Every scrape target is a service of the stack, listening where its command says.
+    prometheus = yaml.safe_load((MONITORING_DIR / "prometheus.yml").read_text())
+    known = set(services) | set(base["services"])
+    for job in prometheus["scrape_configs"]:
+        for target in job["static_configs"][0]["targets"]:
+            host, _, port = target.partition(":")
+            if host == "localhost":
+                continue
+            assert host in known, f"job {job['job_name']} scrapes {host}, not a compose service"
+    assert services["detector"]["environment"]["DETECTOR_METRICS_BIND"].endswith(":9464")
+    assert "--port=3903" in services["mtail"]["command"]
+    assert "--web.listen-address=0.0.0.0:9100" in services["node-exporter"]["command"]
+    # mtail reads the very file nginx writes in production.
+    edge_log = production_variables()["DETECTOR_EDGE_LOG"]
+    assert f"--logs={edge_log}" in services["mtail"]["command"]
+    log_dir = str(Path(edge_log).parent)
+    mtail_log_volumes = [v for v in services["mtail"]["volumes"] if v.endswith(f":{log_dir}:ro")]
+    assert len(mtail_log_volumes) == 1, "mtail must mount the log directory read-only"
+    # ... from the host directory that nginx's own log volume uses.
+    host_side = mtail_log_volumes[0].rsplit(":", 2)[0]
+    nginx_host_sides = [v.rsplit(":", 1)[0].rsplit(":", 1)[0] if v.endswith(":ro") else v.rsplit(":", 1)[0]
+                        for v in base["services"]["nginx"]["volumes"]]
+    assert host_side in nginx_host_sides, f"{host_side} is not a volume of nginx: {nginx_host_sides}"
+
+
+# --- the edge stack with its exporters ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """detector-api, nginx, mtail, fail2ban-server, node_exporter; torn down at the end."""
+    tmp = tmp_path_factory.mktemp("monitoring")
+    ca = make_ca(tmp / "ca")
+    cert = issue_server_cert(ca, tmp / "cert", HOSTNAME)
+    service = start_detector(tmp, api_key=API_KEY)
+    edge = start_edge(tmp / "edge", upstream=service.address, cert=cert, hostname=HOSTNAME,
+                      overrides=EDGE_OVERRIDES)
+    # mtail must see the file from its first line: touch it before mtail starts.
+    edge.access_log.touch()
+    mtail = start_mtail(tmp, edge.access_log)
+    fail2ban = start_fail2ban(tmp / "fail2ban", edge.access_log)
+    textfile_dir = tmp / "textfile"
+    textfile_dir.mkdir()
+    node = start_node_exporter(tmp, textfile_dir)
+    systemctl = _fake_systemctl(tmp / "systemctl", result="success", timer="active")
+    host, port = edge.https_address
+    collector_env = {
+        "DETECTOR_METRICS_JAILS": " ".join(fail2ban.jails),
+        "DETECTOR_METRICS_FAIL2BAN_SOCKET": str(fail2ban.socket),
+        "DETECTOR_METRICS_CERT_FILES": str(cert.fullchain),
+        "DETECTOR_METRICS_TLS_TARGETS": f"{host}:{port}@{HOSTNAME}",
+        "DETECTOR_METRICS_LOG_DIRS": str(edge.access_log.parent),
+        "DETECTOR_METRICS_SYSTEMCTL": str(systemctl),
+    }
+    ns = type("Stack", (), {})()
+    ns.tmp, ns.ca, ns.cert, ns.service, ns.edge, ns.mtail = tmp, ca, cert, service, edge, mtail
+    ns.fail2ban, ns.node, ns.textfile = fail2ban, node, textfile_dir / "detector.prom"
+    ns.collector_env = collector_env
+    ns.client = edge.https_client(ca.cert)
+    try:
+        yield ns
+    finally:
+        for part in (node, fail2ban, mtail):
+            part.stop()
+        edge.stop()
+        service.stop()
+
+
+def _fake_systemctl(path: Path, *, result: str, timer: str) -> Path:
+    """PID 1 here is not systemd, so `systemctl show` cannot answer: this stand-in prints what it
+    prints on a host for the renewal service and its timer (`--timestamp=unix` format)."""
+    state = "failed" if result != "success" else "inactive"
+    path.write_text(
+        "#!/bin/sh\n"
+        'case "$2" in\n'
+        f'  *.timer) echo "ActiveState={timer}" ;;\n'
+        f'  *) printf "ActiveState={state}\\nResult={result}\\nExecMainExitTimestamp=@1796300000\\n" ;;\n'
+        "esac\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+def _edge_scrape(stack):
+    return scrape(stack.mtail.metrics_url)
+
+
+def _host_scrape(stack):
+    run_textfile_collector(stack.textfile, stack.collector_env)
+    return scrape(stack.node.metrics_url)
+
+
+def _wait_edge_lines(stack, count):
+    """mtail has read every line the log holds once its line counter says so."""
+    wait_until(lambda: value(_edge_scrape(stack), "detector_edge_log_lines_total") >= count,
+               timeout=20, what=f"mtail to read {count} lines")
+
+
+def _log_statuses(lines):
+    """Statuses as the log itself records them: the independent count the exporter must match."""
+    return [m.group(1) for m in (STATUS_IN_LOG.search(line) for line in lines) if m]
+
+
+@pytest.fixture(scope="module")
+def traffic(stack):
+    """Scrapes before, then 200s, 401s, scanner hits and a burst that earns 429s, then scrapes."""
+    edge, client = stack.edge, stack.client
+    before_lines = len(edge.access_lines())
+    before = {"edge": _edge_scrape(stack), "service": scrape(stack.service.metrics_url),
+              "host": _host_scrape(stack)}
+    url = edge.https_url("/score")
+    good = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    bad = {"Authorization": "Bearer not-a-valid-key-000000", "Content-Type": "application/json"}
+    body = json.dumps({"text": SAMPLE_TEXT})
+    sent = {"200": 0, "401": 0, "scanner": 0, "429": 0}
+
+    for _ in range(2):
+        assert client.post(url, data=body, headers=good, timeout=120).status_code == 200
+        sent["200"] += 1
+    # 401s paced under the per-IP rate so that each one reaches the service and counts.
+    for _ in range(BAD_KEY_REQUESTS):
+        assert client.post(url, data=body, headers=bad, timeout=30).status_code == 401
+        sent["401"] += 1
+        time.sleep(BAD_KEY_PAUSE_SECS)
+    for path in SCANNER_PATHS:
+        assert client.get(edge.https_url(path), timeout=30).status_code == 404
+        sent["scanner"] += 1
+    # A burst without pause, with no key: the per-IP limit answers 429 long before it ends.
+    statuses = [client.post(url, data=body, headers=bad, timeout=30).status_code
+                for _ in range(BURST_REQUESTS)]
+    sent["429"] = statuses.count(429)
+    assert sent["429"] > 0, f"the burst earned no 429: {statuses}"
+
+    # One line per request, whoever answered it.
+    lines = edge.wait_for_access_lines(
+        before_lines + sent["200"] + sent["401"] + sent["scanner"] + len(statuses))
+    _wait_edge_lines(stack, len(lines))
+    return {
+        "sent": sent,
+        "lines": lines[before_lines:],
+        "before": before,
+        "after": {"edge": _edge_scrape(stack), "service": scrape(stack.service.metrics_url),
+                  "host": _wait_for_ban(stack)},
+    }
+
+
+def _wait_for_ban(stack):
+    """fail2ban polls the log; wait until the auth jail has banned the test client."""
+    holder = {}
+
+    def banned():
+        holder["samples"] = _host_scrape(stack)
+        return value(holder["samples"], "detector_fail2ban_bans_total", jail="detector-auth") >= 1
+
+    wait_until(banned, timeout=30, interval=0.5, what="fail2ban to ban after repeated 401s")
+    return holder["samples"]
+
+
+def test_edge_counters_match_the_log_and_move(traffic):
+    before, after = traffic["before"]["edge"], traffic["after"]["edge"]
+    logged = _log_statuses(traffic["lines"])
+    assert len(logged) == len(traffic["lines"]), "a log line without a status"
+    for status in ("200", "401", "404", "429"):
+        moved = (value(after, "detector_edge_requests_total", status=status)
+                 - value(before, "detector_edge_requests_total", status=status))
+        assert moved == logged.count(status), f"status {status}: exporter {moved}, log {logged.count(status)}"
+        assert moved > 0, f"no {status} counted at the edge"
+    scanner = (value(after, "detector_edge_requests_total", route="scanner")
+               - value(before, "detector_edge_requests_total", route="scanner"))
+    assert scanner == traffic["sent"]["scanner"]
+    assert value(after, "detector_edge_log_unparsed_lines_total") == 0, \
+        "mtail could not parse some lines of the dedicated log: the format changed"
+    # Every observation lands in a bucket (mtail drops values at its lowest bound).
+    for histogram in ("detector_edge_request_duration_seconds",
+                      "detector_edge_upstream_duration_seconds"):
+        assert value(after, f"{histogram}_bucket", le="+Inf") == value(after, f"{histogram}_count")
+    # The two scored requests went upstream: their latency is in the upstream histogram.
+    upstream = (value(after, "detector_edge_upstream_duration_seconds_count")
+                - value(before, "detector_edge_upstream_duration_seconds_count"))
+    assert upstream >= traffic["sent"]["200"] + traffic["sent"]["401"]
+
+
+def test_service_counts_what_reached_it(traffic):
+    before, after = traffic["before"]["service"], traffic["after"]["service"]
+    requests_metric = SERVICE_REQUESTS
+    for status, sent in (("200", traffic["sent"]["200"]), ("401", traffic["sent"]["401"])):
+        moved = (value(after, requests_metric, route="/score", status=status)
+                 - value(before, requests_metric, route="/score", status=status))
+        assert moved >= sent, f"service counted {moved} {status}s on /score, sent {sent}"
+    # Scanner paths never reach the service.
+    assert not any(dict(labels).get("route", "").endswith((".env", ".sql"))
+                   for (_name, labels) in after)
+
+
+def test_fail2ban_and_certificate_metrics_move(stack, traffic):
+    before, after = traffic["before"]["host"], traffic["after"]["host"]
+    jail = "detector-auth"
+    assert value(before, "detector_fail2ban_bans_total", jail=jail) == 0
+    assert value(after, "detector_fail2ban_bans_total", jail=jail) >= 1
+    assert value(after, "detector_fail2ban_banned", jail=jail) >= 1
+    assert value(after, "detector_fail2ban_failures_total", jail="detector-botsearch") >= len(SCANNER_PATHS)
+    for collector in ("fail2ban", "certificates", "renewal", "log_dirs"):
+        assert value(after, "detector_textfile_collector_success", collector=collector) == 1, collector
+    # The served certificate and the file are the test certificate; its notAfter, read by Python.
+    expected = _not_after(stack.cert.fullchain)
+    assert value(after, "detector_cert_not_after_timestamp_seconds", source="served") == expected
+    assert value(after, "detector_cert_not_after_timestamp_seconds", source="file") == expected
+    assert value(after, "detector_cert_renewal_failed") == 0
+    assert value(after, "detector_cert_renewal_timer_active") == 1
+    assert value(after, "detector_log_dir_bytes") > 0
+
+
+def _not_after(pem_path: Path) -> float:
+    out = run(["openssl", "x509", "-noout", "-enddate", "-in", str(pem_path)]).stdout
+    return float(ssl.cert_time_to_seconds(out.strip().split("=", 1)[1]))
+
+
+def test_renewal_failure_and_stopped_timer_are_reported(stack, tmp_path):
+    env = dict(stack.collector_env)
+    env["DETECTOR_METRICS_SYSTEMCTL"] = str(_fake_systemctl(tmp_path / "systemctl",
+                                                            result="exit-code", timer="inactive"))
+    output = tmp_path / "detector.prom"
+    from harness.monitoring import parse_exposition
+    samples = parse_exposition(run_textfile_collector(output, env))
+    assert value(samples, "detector_cert_renewal_failed") == 1
+    assert value(samples, "detector_cert_renewal_timer_active") == 0
+    assert value(samples, "detector_cert_renewal_last_exit_timestamp_seconds") == 1796300000
+
+
+def test_every_metric_in_rules_and_dashboard_is_exported(traffic):
+    exported = set(SYNTHETIC_METRICS)
+    for source in traffic["after"].values():
+        exported |= sample_names(source)
+    used = {}
+    for alert, expr in alert_rule_exprs().items():
+        for name in metric_names_in_promql(expr):
+            used.setdefault(name, []).append(f"rule {alert}")
+    for title, exprs in dashboard_exprs().items():
+        for expr in exprs:
+            for name in metric_names_in_promql(expr):
+                used.setdefault(name, []).append(f"panel {title!r}")
+    missing = {name: where for name, where in used.items() if name not in exported}
+    assert not missing, f"metrics used but exported by nothing that was scraped: {missing}"
+    assert len(used) >= 15, f"suspiciously few metric names found: {sorted(used)}"
