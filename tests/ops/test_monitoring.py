@@ -369,3 +369,21 @@ def test_every_metric_in_rules_and_dashboard_is_exported(traffic):
     missing = {name: where for name, where in used.items() if name not in exported}
     assert not missing, f"metrics used but exported by nothing that was scraped: {missing}"
     assert len(used) >= 15, f"suspiciously few metric names found: {sorted(used)}"
+
+
+# --- the PromQL name extraction the check above relies on ---------------------------------------
+
+@pytest.mark.parametrize("expr, expected", [
+    ('up{job="detector"} == 0', {"up"}),
+    ('sum by (status) (rate(a_total{status=~"5..",route="/score"}[5m])) / sum(rate(a_total[5m]))',
+     {"a_total"}),
+    ('histogram_quantile(0.95, sum by (le) (rate(h_seconds_bucket[$__rate_interval])))',
+     {"h_seconds_bucket"}),
+    ('x > 0 unless on (job) y offset 5m', {"x", "y"}),
+    ('(min by (cert) (c_seconds) - time()) < 14 * 86400', {"c_seconds"}),
+    ('1 - avail / size > 0.85', {"avail", "size"}),
+    ('predict_linear(avail[6h], 24 * 3600) < 0', {"avail"}),
+    ('sum(increase(a{route="and or unless"}[15m])) > 0 and b', {"a", "b"}),
+])
+def test_metric_names_in_promql(expr, expected):
+    assert metric_names_in_promql(expr) == expected

@@ -136,6 +136,7 @@ def metric_names_in_promql(expr: str) -> set[str]:
     text = re.sub(r'\$\{?\w+\}?', ' ', text)                                   # Grafana variables
     # Label lists after by/without/on/ignoring/group_left/group_right.
     text = re.sub(r'\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)', ' ', text)
+    text = re.sub(r'\b(?:\d+(?:ms|[smhdwy]))+\b', ' ', text)                     # durations
     text = re.sub(r'\b\d+(\.\d+)?(e[+-]?\d+)?\b', ' ', text)                   # numbers
     names = set()
     for match in _IDENT.finditer(text):
