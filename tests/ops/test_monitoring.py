@@ -152,6 +152,37 @@ def test_compose_monitoring_profile_publishes_only_loopback_and_scrapes_real_ser
     assert host_side in nginx_host_sides, f"{host_side} is not a volume of nginx: {nginx_host_sides}"
 
 
+def _manifest_entries_of_monitoring():
+    entries = []
+    for line in (REPO_ROOT / "host" / "manifest.txt").read_text().splitlines():
+        fields = line.split()
+        if len(fields) == 3 and not line.startswith("#") and (
+                fields[0].startswith("monitoring/") or fields[0].startswith("systemd/detector-metrics-")):
+            entries.append((fields[0], fields[1], int(fields[2], 8)))
+    return entries
+
+
+def test_textfile_units_pass_systemd_analyze_verify(tmp_path):
+    """The collector's service and timer, installed as host/install.sh would (manifest), verify
+    against the host's unit library with no complaint, ExecStart= included."""
+    systemd_analyze = require_tool("systemd-analyze")
+    root = tmp_path / "root"
+    (root / "usr" / "lib" / "systemd").mkdir(parents=True)
+    run(["cp", "-a", "/usr/lib/systemd/system", str(root / "usr" / "lib" / "systemd")])
+    (root / "lib").symlink_to("usr/lib")
+    installed = _manifest_entries_of_monitoring()
+    assert {"systemd/detector-metrics-textfile.service", "systemd/detector-metrics-textfile.timer",
+            "monitoring/textfile/detector-metrics-textfile"} <= {s for s, _, _ in installed}
+    for source, destination, mode in installed:
+        target = root / destination.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((REPO_ROOT / source).read_bytes())
+        target.chmod(mode)
+    units = [d for s, d, _ in installed if s.startswith("systemd/")]
+    done = run([systemd_analyze, "verify", f"--root={root}", *units], check=False)
+    assert (done.returncode, done.stdout + done.stderr) == (0, ""), units
+
+
 # --- the edge stack with its exporters ----------------------------------------------------------
 
 @pytest.fixture(scope="module")
