@@ -391,6 +391,24 @@ def test_a_malformed_request_gets_400_json(edge, test_ca):
     logged(edge, ua, status=400)
 
 
+@pytest.mark.parametrize("request_line, status, code", [
+    (b"GARBAGE", 400, "bad_request"),
+    (b"GET /" + b"a" * 20000 + b" HTTP/1.1", 414, "uri_too_long"),
+])
+def test_an_unparsable_request_line_gets_json_not_a_500(edge, test_ca, request_line, status,
+                                                         code):
+    """Before nginx has a URI, error pages must not use a named location (that is a 500)."""
+    raw = raw_exchange(edge, request_line + f"\r\nHost: {EDGE_HOSTNAME}\r\n\r\n".encode(),
+                       tls=tls_context(test_ca.cert))
+    assert status_of(raw) == status, raw[:300]
+    assert json_body_of(raw)["error"]["code"] == code
+    # On :80 the same request has no usable Host: the default server closes it.
+    try:
+        assert raw_exchange(edge, request_line + b"\r\n\r\n") == b""
+    except ConnectionResetError:
+        pass
+
+
 # --- unknown names and TLS ---------------------------------------------------------------------
 
 

@@ -44,10 +44,16 @@ def require_tool(name: str) -> str:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now, not handed out before in this run."""
+    """A TCP port nothing listens on right now (on `host` if it exists in this namespace), not
+    handed out before in this run."""
     for _ in range(50):
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-            s.bind((host, 0))
+            try:
+                s.bind((host, 0))
+            except OSError:
+                # An address that exists only inside a network namespace: a port free on the
+                # host's loopback is as good a guess as any for a namespace that starts empty.
+                s.bind(("::1" if ":" in host else "127.0.0.1", 0))
             port = s.getsockname()[1]
         if port not in _HANDED_OUT_PORTS:
             _HANDED_OUT_PORTS.add(port)
