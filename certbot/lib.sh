@@ -30,7 +30,15 @@
 # on the host (the tests) the host's and certbot's views of the paths are the same.
 
 CERTBOT_SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-DETECTOR_STACK_DIR=${DETECTOR_STACK_DIR:-$(dirname "$CERTBOT_SCRIPT_DIR")}
+# The Compose project's checkout: the one these scripts sit in when run from it, otherwise (the
+# copies host/install.sh puts in /usr/local/lib/detector-stack) the VM's checkout.
+if [ -z "${DETECTOR_STACK_DIR:-}" ]; then
+    if [ -f "$CERTBOT_SCRIPT_DIR/../compose/compose.yaml" ]; then
+        DETECTOR_STACK_DIR=$(dirname "$CERTBOT_SCRIPT_DIR")
+    else
+        DETECTOR_STACK_DIR=/opt/detector-stack
+    fi
+fi
 COMPOSE_FILE=${COMPOSE_FILE:-$DETECTOR_STACK_DIR/compose/compose.yaml}
 DETECTOR_ENV_FILE=${DETECTOR_ENV_FILE:-$(dirname "$COMPOSE_FILE")/.env}
 

@@ -7,7 +7,7 @@ at host programs instead of the Compose project), nginx rendered from nginx/temp
 detector-api behind it. The settings reach the scripts through an env file, as in production.
 
 The tests share one stack and run in order: bootstrap from nothing, bootstrap again, renewal with
-nothing to do, forced renewal under load, failed renewals. Pebble keeps its state in memory, so it
+nothing to do, forced renewal under load, failed renewals, a switch to another ACME server. Pebble keeps its state in memory, so it
 lives as long as the module (restarting it would orphan the certbot account).
 """
 
@@ -219,12 +219,13 @@ def test_bootstrap_from_nothing_ends_with_nginx_serving_a_pebble_certificate(sta
     assert response.status_code == 200, response.text
 
 
-def test_bootstrap_again_keeps_the_certificate(stack):
-    serial = disk_serial(stack)
+def test_bootstrap_again_keeps_the_certificate_and_leaves_nginx_alone(stack):
+    serial, reloads = disk_serial(stack), stack.reload_count()
 
     done = stack.script(BOOTSTRAP)
 
     assert "nothing to issue" in done.stderr
+    assert stack.reload_count() == reloads
     assert disk_serial(stack) == serial
     assert sorted(p.name for p in (stack.cert_dir / "archive" / HOSTNAME).iterdir()) == [
         "cert1.pem", "chain1.pem", "fullchain1.pem", "privkey1.pem"]
@@ -325,34 +326,91 @@ def test_failed_reload_fails_the_run_and_the_next_run_reloads(stack):
     wait_for_served_serial(stack, renewed_serial)
 
 
+def test_switching_the_acme_server_and_bootstrapping_again_replaces_the_certificate(stack):
+    # The staging rehearsal then production: a second, independent CA on the same nginx.
+    with acme_server(stack.tmp / "acme-next", hostname=HOSTNAME, http_port=stack.nginx.http_port) as next_ca:
+        switched = {"DETECTOR_ACME_SERVER": next_ca.directory_url,
+                    "DETECTOR_ACME_CA_BUNDLE": str(next_ca.ca_bundle)}
+        old_serial = disk_serial(stack)
+
+        done = stack.script(BOOTSTRAP, env=switched)
+
+        assert "replacing it" in done.stderr, done.stderr
+        stack.issuers.write_text(next_ca.issuer_pems())  # from now on only the new CA is trusted
+        served = wait_for_served_serial(stack, disk_serial(stack))
+        assert served["serialNumber"].upper() != old_serial
+        assert f"server = {next_ca.directory_url}" in (
+            stack.cert_dir / "renewal" / f"{HOSTNAME}.conf").read_text()
+        again = stack.script(BOOTSTRAP, env=switched)
+        assert "nothing to issue" in again.stderr, again.stderr
+
+
+def test_failed_first_issuance_leaves_the_stand_in_for_nginx(tmp_path):
+    # Nothing listens on the ACME port: certbot fails, and the live path must still hold a
+    # certificate, or nginx would not start again after a reboot.
+    cert_dir = tmp_path / "letsencrypt"
+    env_file = tmp_path / "compose.env"
+    env_file.write_text("\n".join([
+        f"DETECTOR_HOSTNAME={HOSTNAME}",
+        "DETECTOR_ACME_EMAIL=ops@detector.test",
+        f"DETECTOR_ACME_SERVER=https://127.0.0.1:{free_port()}/dir",
+        f"DETECTOR_CERTS_DIR={cert_dir}",
+        f"CERTBOT_WEBROOT={tmp_path / 'webroot'}",
+        f"CERTBOT_CMD=certbot --config-dir {cert_dir} --work-dir {tmp_path / 'work'} --logs-dir {tmp_path / 'logs'}",
+        "NGINX_START_CMD=true",
+        "NGINX_RELOAD_CMD=false",
+        "NGINX_HTTPS_ADDR=",
+    ]) + "\n")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "DETECTOR_ENV_FILE": str(env_file)}
+
+    for attempt in (1, 2):  # the second run reuses the stand-in
+        done = run([str(BOOTSTRAP)], env=env, check=False, timeout=120)
+        assert done.returncode != 0
+        assert "restored the self-signed stand-in" in done.stderr, done.stderr
+        subject = run(["openssl", "x509", "-in", str(cert_dir / "live" / HOSTNAME / "fullchain.pem"),
+                       "-noout", "-subject"]).stdout
+        assert STAND_IN_SUBJECT in subject
+        assert (cert_dir / "live" / HOSTNAME / "privkey.pem").exists()
+    assert "reusing the self-signed stand-in" in done.stderr
+    assert not (cert_dir / "renewal" / f"{HOSTNAME}.conf").exists()
+
+
+def manifest_lines_of_this_area() -> list[tuple[str, str, int]]:
+    """host/manifest.txt entries for the renewal units and the scripts they run."""
+    entries = []
+    for line in (REPO_ROOT / "host" / "manifest.txt").read_text().splitlines():
+        fields = line.split()
+        if len(fields) == 3 and not line.startswith("#") and (
+                fields[0].startswith("certbot/") or fields[0].startswith("systemd/certbot-renew.")):
+            entries.append((fields[0], fields[1], int(fields[2], 8)))
+    return entries
+
+
 def test_renewal_units_pass_systemd_analyze_verify_without_any_output(tmp_path):
     systemd_analyze = require_tool("systemd-analyze")
-    root = tmp_path / "root"
-    # A root with the host's unit library, so dependencies (docker.service, timers.target) resolve.
     library = Path("/usr/lib/systemd/system")
     if not (library / "docker.service").exists():
         pytest.fail("docker.service is missing: install the `docker.io` package", pytrace=False)
+    # A root with the host's unit library (so docker.service and timers.target resolve) and this
+    # area's files where host/install.sh puts them: verify also checks that ExecStart= exists there.
+    root = tmp_path / "root"
     (root / "usr" / "lib" / "systemd").mkdir(parents=True)
     run(["cp", "-a", str(library), str(root / "usr" / "lib" / "systemd")])
     (root / "lib").symlink_to("usr/lib")
-    units = root / "etc" / "systemd" / "system"
-    units.mkdir(parents=True)
-    for name in ("certbot-renew.service", "certbot-renew.timer"):
-        (units / name).write_bytes((SYSTEMD_DIR / name).read_bytes())
-    # The programs the units start, where host/install.sh puts them.
-    exec_start = next(line.split("=", 1)[1] for line in
-                      (SYSTEMD_DIR / "certbot-renew.service").read_text().splitlines()
-                      if line.startswith("ExecStart="))
-    target = root / exec_start.lstrip("/")
-    target.parent.mkdir(parents=True)
-    target.write_bytes(RENEW.read_bytes())
-    target.chmod(0o755)
+    installed = manifest_lines_of_this_area()
+    sources = {source for source, _, _ in installed}
+    assert {"systemd/certbot-renew.service", "systemd/certbot-renew.timer", "certbot/lib.sh",
+            "certbot/renew", "certbot/deploy-hook"} <= sources, installed
+    for source, destination, mode in installed:
+        target = root / destination.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((REPO_ROOT / source).read_bytes())
+        target.chmod(mode)
+    units = [destination for source, destination, _ in installed if source.startswith("systemd/")]
 
-    done = run([systemd_analyze, "verify", f"--root={root}",
-                "/etc/systemd/system/certbot-renew.service", "/etc/systemd/system/certbot-renew.timer"],
-               check=False)
+    done = run([systemd_analyze, "verify", f"--root={root}", *units], check=False)
 
-    assert (done.returncode, done.stdout + done.stderr) == (0, "")
+    assert (done.returncode, done.stdout + done.stderr) == (0, ""), units
 
 
 def test_renewal_timer_runs_twice_a_day_spread_and_catches_up():
