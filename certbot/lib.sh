@@ -112,7 +112,7 @@ run_certbot() {
     else
         # A throwaway container of the Compose `certbot` service (same mounts as nginx).
         # shellcheck disable=SC2086
-        $COMPOSE_CMD run --rm ${ACME_CA_BUNDLE:+-e REQUESTS_CA_BUNDLE=$ACME_CA_BUNDLE} certbot "$@"
+        $COMPOSE_CMD run --rm -T ${ACME_CA_BUNDLE:+-e REQUESTS_CA_BUNDLE=$ACME_CA_BUNDLE} certbot "$@"
     fi
 }
 
