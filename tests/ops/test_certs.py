@@ -29,10 +29,9 @@ from harness.acme import AcmeServer, acme_server
 from harness.nginx import Nginx, edge_variables
 from harness.pki import make_ca
 from harness.procs import free_port, require_tool, run, wait_until
-from harness.service import REPO_ROOT, SAMPLE_TEXT, DetectorService
+from harness.service import REPO_ROOT, SAMPLE_TEXT
 
 HOSTNAME = "detector.test"
-API_KEY = "certs-test-key-0123456789"
 BOOTSTRAP = REPO_ROOT / "certbot" / "bootstrap"
 RENEW = REPO_ROOT / "certbot" / "renew"
 SYSTEMD_DIR = REPO_ROOT / "systemd"
@@ -56,6 +55,7 @@ class Stack:
     issuers: Path         # pebble's root + intermediate: what its certificates verify against
     reloads_log: Path     # one line per NGINX_RELOAD_CMD call
     starts_log: Path      # the subject of the certificate nginx found at each start
+    api_key: str
 
     @property
     def live(self) -> Path:
@@ -142,15 +142,15 @@ def _parent_of(pid: int) -> int | None:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(tmp_path_factory, detector, api_key):
+    """The real detector (the session's, from conftest.py) behind an nginx that has no certificate yet."""
     for tool in ("certbot", "openssl", "nginx", "pebble", "pebble-challtestsrv"):
         require_tool(tool)
     tmp = tmp_path_factory.mktemp("certs")
-    service = DetectorService(tmp / "service", api_key=API_KEY).start()
     cert_dir, webroot = tmp / "letsencrypt", tmp / "webroot"
     http_port, https_port = free_port(), free_port()
     variables = edge_variables(
-        upstream=service.address, hostname=HOSTNAME,
+        upstream=detector.address, hostname=HOSTNAME,
         cert_path=cert_dir / "live" / HOSTNAME / "fullchain.pem",
         key_path=cert_dir / "live" / HOSTNAME / "privkey.pem",
         http_listen=f"127.0.0.1:{http_port}", https_listen=f"127.0.0.1:{https_port}",
@@ -180,7 +180,7 @@ exec {nginx_argv} -s reload
         env_file = tmp / "compose.env"
         env_file.write_text("\n".join([
             "# Written by test_certs.py in the format of compose/.env.",
-            f"DETECTOR_API_KEY={API_KEY}",
+            "DETECTOR_API_KEY=never-read-by-the-certificate-scripts",
             f"DETECTOR_HOSTNAME={HOSTNAME}",
             "DETECTOR_ACME_EMAIL=ops@detector.test",
             f"DETECTOR_ACME_SERVER={acme.directory_url}",
@@ -195,10 +195,12 @@ exec {nginx_argv} -s reload
         ]) + "\n")
         issuers = tmp / "pebble-issuers.pem"
         issuers.write_text(acme.issuer_pems())
-        yield Stack(tmp=tmp, acme=acme, nginx=nginx, cert_dir=cert_dir, env_file=env_file,
-                    issuers=issuers, reloads_log=reloads_log, starts_log=starts_log)
-        stop_daemon_nginx(nginx)
-    service.stop()
+        try:
+            yield Stack(tmp=tmp, acme=acme, nginx=nginx, cert_dir=cert_dir, env_file=env_file,
+                        issuers=issuers, reloads_log=reloads_log, starts_log=starts_log,
+                        api_key=api_key)
+        finally:
+            stop_daemon_nginx(nginx)
 
 
 def test_bootstrap_from_nothing_ends_with_nginx_serving_a_pebble_certificate(stack):
@@ -215,7 +217,7 @@ def test_bootstrap_from_nothing_ends_with_nginx_serving_a_pebble_certificate(sta
     # The API answers through nginx on the new certificate.
     client = stack.nginx.https_client(stack.issuers)
     response = client.get(stack.nginx.https_url("/healthz"),
-                          headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10)
+                          headers={"Authorization": f"Bearer {stack.api_key}"}, timeout=10)
     assert response.status_code == 200, response.text
 
 
@@ -254,7 +256,7 @@ def test_forced_renewal_changes_the_served_serial_and_no_request_fails_across_th
         # against whichever workers serve at that moment, and a client-side keep-alive race (a
         # request written on a connection an old worker is closing) cannot pass for an nginx fault.
         session = stack.nginx.https_client(stack.issuers)
-        session.headers.update({"Authorization": f"Bearer {API_KEY}", "Connection": "close"})
+        session.headers.update({"Authorization": f"Bearer {stack.api_key}", "Connection": "close"})
         deadline = time.monotonic() + LOAD_MAX_SECONDS
         for _ in range(LOAD_MAX_REQUESTS_PER_CLIENT):
             if stop.is_set() or time.monotonic() > deadline:
