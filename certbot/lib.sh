@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # settings defined here are used by the scripts sourcing it
 # Shared by certbot/bootstrap and certbot/renew: configuration, and the two commands that act on
 # the world (run certbot, reload nginx). Sourced, not executed.
 #
