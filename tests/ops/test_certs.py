@@ -415,6 +415,15 @@ def test_renewal_units_pass_systemd_analyze_verify_without_any_output(tmp_path):
     assert (done.returncode, done.stdout + done.stderr) == (0, ""), units
 
 
+def test_certificate_scripts_pass_shellcheck():
+    shellcheck = require_tool("shellcheck")
+    scripts = [REPO_ROOT / "certbot" / name for name in ("bootstrap", "renew", "lib.sh", "deploy-hook")]
+
+    done = run([shellcheck, "--external-sources", *map(str, scripts)], check=False, cwd=REPO_ROOT)
+
+    assert (done.returncode, done.stdout) == (0, ""), done.stdout
+
+
 def test_renewal_timer_runs_twice_a_day_spread_and_catches_up():
     timer = (SYSTEMD_DIR / "certbot-renew.timer").read_text()
     settings = dict(line.split("=", 1) for line in timer.splitlines() if "=" in line and not line.startswith("#"))
