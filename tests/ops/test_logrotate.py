@@ -72,7 +72,8 @@ def test_forced_rotations_under_load_lose_no_line(detector, edge_cert, test_ca, 
     with netns.topology() as topo:
         # fail2ban only reads files; its namespace keeps its ban action away from the host.
         f2b = Fail2ban(tmp_path / "f2b", log_path=edge.access_log, wrapper=topo.server.prefix(),
-                       jail_settings={"ignoreip": "", "maxretry": "1000"})
+                       jail_settings={"ignoreip": "", "ignoreself": "false",
+                                      "maxretry": "1000"})
         try:
             f2b.start(jails=["detector-auth"])
             env = {**os.environ,
@@ -118,6 +119,7 @@ def test_forced_rotations_under_load_lose_no_line(detector, edge_cert, test_ca, 
             wait_until(lambda: sum(_count_lines(log_dir).values()) >= total, timeout=10,
                        what="every line written")
             counts = _count_lines(log_dir)
+            print(f"served {total} requests; rotations at {[n for n, _ in rotations]}; lines {counts}")
             # Two rotations with delaycompress: the current file, the last rotated one (plain) and
             # the one before (compressed); all three hold lines.
             assert set(counts) == {"edge-access.log", "edge-access.log.1", "edge-access.log.2.gz"}, counts

@@ -28,6 +28,7 @@ from harness.monitoring import (
     MTAIL_PROGS,
     alert_rule_exprs,
     dashboard_exprs,
+    label_matchers_in_promql,
     metric_names_in_promql,
     run_textfile_collector,
     sample_names,
@@ -46,8 +47,11 @@ API_KEY = "monitoring-test-key-0123456789abcdef"
 HOSTNAME = "detector.test"
 SCANNER_PATHS = ["/.env", "/.git/config", "/wp-admin/install.php", "/wp-login.php", "/backup.sql",
                  "/site.tar.gz"]
-# Metrics that Prometheus makes itself rather than scraping.
+# Metrics that Prometheus makes itself rather than scraping, and the labels it adds to every target.
 SYNTHETIC_METRICS = {"up"}
+PROMETHEUS_LABELS = {"job", "instance"}
+# Labels whose values depend on what traffic arrived (a 503 needs saturation).
+TRAFFIC_LABELS = {"status"}
 # The edge runs with its production limits (nginx/edge.env: 5 r/s per IP, burst 10): the bad-key
 # requests are paced under that rate so each reaches the service, the burst is not.
 EDGE_OVERRIDES: dict[str, str] = {}
@@ -400,6 +404,29 @@ def test_every_metric_in_rules_and_dashboard_is_exported(traffic):
     missing = {name: where for name, where in used.items() if name not in exported}
     assert not missing, f"metrics used but exported by nothing that was scraped: {missing}"
     assert len(used) >= 15, f"suspiciously few metric names found: {sorted(used)}"
+
+
+def test_every_label_matched_in_rules_and_dashboard_exists(traffic):
+    """A selector on a label the exporter does not set, or on a route it never names, matches
+    nothing and would keep an alert silent forever."""
+    samples = {}
+    for source in traffic["after"].values():
+        samples.update(source)
+    exprs = list(alert_rule_exprs().values())
+    exprs += [e for targets in dashboard_exprs().values() for e in targets]
+    problems = []
+    for expr in exprs:
+        for metric, label, op, wanted in label_matchers_in_promql(expr):
+            if label in PROMETHEUS_LABELS:
+                continue
+            label_sets = [dict(labels) for (name, labels) in samples if name == metric]
+            if not any(label in labels for labels in label_sets):
+                problems.append(f"{metric} has no label {label}")
+            # Statuses depend on the traffic of the day; the other values are a fixed vocabulary.
+            elif op == "=" and label not in TRAFFIC_LABELS and \
+                    not any(labels.get(label) == wanted for labels in label_sets):
+                problems.append(f"{metric} never has {label}={wanted!r}")
+    assert not problems, problems
 
 
 # --- the PromQL name extraction the check above relies on ---------------------------------------

@@ -67,7 +67,7 @@ class Fail2ban:
     def __init__(self, workdir: Path, *, log_path: Path, wrapper: Sequence[str] = (),
                  jail_settings: Mapping[str, str] | None = None):
         self.client_bin = require_tool("fail2ban-client")
-        require_tool("fail2ban-server")
+        self.server_bin = require_tool("fail2ban-server")
         require_tool("nft")
         self.workdir = Path(workdir)
         self.conf = self.workdir / "conf"
@@ -117,8 +117,10 @@ class Fail2ban:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path.touch(exist_ok=True)
         run(self._client_argv("-t"), timeout=60)
+        # As Debian's fail2ban.service runs it: `fail2ban-server -xf start`.
         self.process = ManagedProcess(
-            self._client_argv("-x", "-f", "--logtarget", str(self.own_log), "start"),
+            [*self.wrapper, self.server_bin, "-c", str(self.conf), "-s", str(self.socket),
+             "-p", str(self.pidfile), "-x", "-f", "--logtarget", str(self.own_log), "start"],
             name="fail2ban", log_path=self.workdir / "fail2ban.stdout")
         self.process.start()
 

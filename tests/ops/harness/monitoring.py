@@ -247,3 +247,16 @@ def start_fail2ban(workdir: Path, access_log: Path, *,
 
     wait_until(answers, timeout=30, interval=0.2, what="fail2ban-server to load its jails")
     return f2b
+
+
+_SELECTOR = re.compile(r'([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{([^}]*)\}')
+_MATCHER = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
+
+
+def label_matchers_in_promql(expr: str) -> list[tuple[str, str, str, str]]:
+    """(metric, label, operator, value) for every label matcher written after a metric name."""
+    found = []
+    for selector in _SELECTOR.finditer(expr):
+        for label, op, wanted in _MATCHER.findall(selector.group(2)):
+            found.append((selector.group(1), label, op, wanted))
+    return found
