@@ -20,9 +20,10 @@
 #                             container mount of DETECTOR_ACME_WEBROOT)
 #   CERTBOT_CMD               command that runs certbot; its arguments are appended. Default: a
 #                             throwaway container, `$COMPOSE_CMD run --rm certbot`
-#   NGINX_START_CMD           default `$COMPOSE_CMD up -d nginx`
+#   NGINX_START_CMD           default `$COMPOSE_CMD up` (the stack; nginx waits for the detector)
 #   NGINX_RELOAD_CMD          default `$COMPOSE_CMD exec -T nginx nginx -s reload`
-#   COMPOSE_CMD               default `docker-compose -f <stack dir>/compose/compose.yaml`
+#   COMPOSE_CMD               default `sh <stack dir>/host/detector-stack-compose`, the one way
+#                             the host drives the project (same project name as the boot unit)
 #   NGINX_HTTPS_ADDR          where nginx's HTTPS listens, seen from this host (default
 #                             127.0.0.1:443): after a reload the scripts wait until it serves the
 #                             certificate on disk. Empty: skip that check.
@@ -40,8 +41,9 @@ if [ -z "${DETECTOR_STACK_DIR:-}" ]; then
         DETECTOR_STACK_DIR=/opt/detector-stack
     fi
 fi
-COMPOSE_FILE=${COMPOSE_FILE:-$DETECTOR_STACK_DIR/compose/compose.yaml}
-DETECTOR_ENV_FILE=${DETECTOR_ENV_FILE:-$(dirname "$COMPOSE_FILE")/.env}
+# host/detector-stack-compose reads it too: both must address the same checkout.
+export DETECTOR_STACK_DIR
+DETECTOR_ENV_FILE=${DETECTOR_ENV_FILE:-$DETECTOR_STACK_DIR/compose/.env}
 
 # load_settings FILE: KEY=VALUE lines (the docker-compose .env format), known keys only, not
 # evaluated by the shell (the file also holds secrets this script has no business reading).
@@ -79,9 +81,9 @@ ACME_CA_BUNDLE=${DETECTOR_ACME_CA_BUNDLE:-}
 CERT_DIR=${DETECTOR_CERTS_DIR:-/etc/letsencrypt}
 CERTBOT_WEBROOT=${CERTBOT_WEBROOT:-/var/www/certbot}
 
-COMPOSE_CMD=${COMPOSE_CMD:-docker-compose -f $COMPOSE_FILE}
+COMPOSE_CMD=${COMPOSE_CMD:-sh $DETECTOR_STACK_DIR/host/detector-stack-compose}
 CERTBOT_CMD=${CERTBOT_CMD:-}
-NGINX_START_CMD=${NGINX_START_CMD:-$COMPOSE_CMD up -d nginx}
+NGINX_START_CMD=${NGINX_START_CMD:-$COMPOSE_CMD up}
 NGINX_RELOAD_CMD=${NGINX_RELOAD_CMD:-$COMPOSE_CMD exec -T nginx nginx -s reload}
 NGINX_HTTPS_ADDR=${NGINX_HTTPS_ADDR-127.0.0.1:443}
 # `nginx -s reload` returns at once; new workers with the new certificate follow within a second.
