@@ -21,8 +21,9 @@ import requests
 
 from harness import netns
 from harness.fail2ban import Fail2ban, regex
-from harness.nginx import start_edge
-from harness.service import SAMPLE_TEXT, DetectorService
+from harness.nginx import production_variables, start_edge
+from harness.procs import run
+from harness.service import REPO_ROOT, SAMPLE_TEXT, DetectorService
 
 # Every scanner family of host/fail2ban/filter.d/detector-botsearch.conf, with case variants.
 SCANNER_PATHS = [
@@ -137,6 +138,32 @@ def test_filters_match_exactly_what_they_should_on_real_nginx_lines(edge, test_c
                              for l in want_auth if " /score " in l
                              for path in ("/scores", "/v1/score", "/", "/score/x")))
     assert other.read_text() and regex(other, "detector-auth") == []
+
+
+def test_shipped_jails_carry_the_design_numbers_and_read_the_edge_log(tmp_path):
+    """The installed configuration as fail2ban itself resolves it (`fail2ban-client -d`)."""
+    f2b = Fail2ban(tmp_path / "f2b", log_path=tmp_path / "unused.log")
+    f2b.write_config(jails=[])
+    # Undo the test overrides: production jail.d only.
+    (f2b.conf / "jail.local").unlink()
+    dump = run([f2b.client_bin, "-c", str(f2b.conf), "-d"], timeout=60).stdout
+    want = {
+        # two minutes of probing earns an hour of block
+        "detector-auth": {"maxretry": "10", "findtime": "'2m'", "bantime": "'1h'"},
+        # 10 hits in 5 minutes earns 24 hours
+        "detector-botsearch": {"maxretry": "10", "findtime": "'5m'", "bantime": "'24h'"},
+    }
+    for jail, settings in want.items():
+        for key, value in settings.items():
+            assert f"['set', '{jail}', '{key}', {value}]" in dump, (jail, key)
+        assert f"['set', '{jail}', 'addaction', 'detector-nftables']" in dump
+        assert f"['port', '80,443']" in dump
+    assert "['set', 'sshd', 'addaction', 'detector-nftables']" in dump
+    assert "['port', '22']" in dump
+    # The jails read the file nginx writes (nginx/edge.env), through the same host path.
+    edge_log = production_variables()["DETECTOR_EDGE_LOG"]
+    jail_text = (REPO_ROOT / "host/fail2ban/jail.d/detector.conf").read_text()
+    assert jail_text.count(f"logpath  = {edge_log}") == 2, edge_log
 
 
 def _bad_key_request(topo: netns.Topology, hostname: str, ca_cert: Path, key: str) -> str:

@@ -185,3 +185,23 @@ def test_no_legacy_unit_means_nothing_changes_and_it_says_so(tmp_path):
     out = _disable(root, "--unit", "old-listener").stdout
     assert "no unit old-listener.service" in out
     assert list(root.rglob("*")) == []
+
+
+def test_installer_masks_a_fake_legacy_unit_in_a_temporary_root_and_says_so(tmp_path):
+    """The real path: host/install.sh runs the legacy step (host/install-steps.txt)."""
+    root = tmp_path / "root"
+    unit_dir = root / "etc/systemd/system"
+    unit_dir.mkdir(parents=True)
+    (unit_dir / UNIT).write_text(UNIT_TEXT)
+    install = REPO_ROOT / "host" / "install.sh"
+    first = run([str(install), "--root", str(root)], timeout=120).stdout
+    assert f"masked {UNIT}" in first, first
+    assert os.readlink(unit_dir / UNIT) == "/dev/null"
+    # The rest of the host posture landed too, where the runbook says.
+    for path in ("etc/fail2ban/jail.d/detector.conf", "etc/ssh/sshd_config.d/00-detector-hardening.conf",
+                 "etc/logrotate.d/detector-stack", "etc/docker/daemon.json",
+                 "usr/local/lib/detector-stack/nftables/apply-firewall.sh",
+                 "var/log/detector-stack/scoring.log"):
+        assert (root / path).exists(), path
+    second = run([str(install), "--root", str(root)], timeout=120).stdout
+    assert f"{UNIT} already masked" in second and "nothing to change" in second, second
