@@ -69,7 +69,7 @@ class Netns:
     def http_status(self, url: str, headers: dict[str, str] | None = None, timeout: float = 5.0,
                     method: str = "GET", body: str | None = None, resolve: str | None = None) -> str:
         """One curl request from inside this namespace; the status code, or 'refused'/'timeout'."""
-        cmd = ["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", str(timeout),
+        cmd = [require_tool("curl"), "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", str(timeout),
                "--connect-timeout", str(timeout), "-X", method]
         for k, v in (headers or {}).items():
             cmd += ["-H", f"{k}: {v}"]
