@@ -76,6 +76,8 @@ def test_forced_rotations_under_load_lose_no_line(detector, edge_cert, test_ca, 
                                       "maxretry": "1000"})
         try:
             f2b.start(jails=["detector-auth"])
+            # A ban in force before the rotations must survive postrotate's reload.
+            f2b.ban("detector-auth", "192.0.2.99")
             env = {**os.environ,
                    "DETECTOR_LOGROTATE_ENV": "/nonexistent",
                    "DETECTOR_NGINX_REOPEN": shlex.join(edge.signal_argv("reopen")),
@@ -135,6 +137,8 @@ def test_forced_rotations_under_load_lose_no_line(detector, edge_cert, test_ca, 
             wait_until(lambda: f2b.status("detector-auth").get("Total failed") == "3", timeout=15,
                        what="fail2ban to count the 3 failures written after the rotations")
             assert str(edge.access_log) in f2b.status("detector-auth").get("File list", "")
+            assert "192.0.2.99" in f2b.banned("detector-auth")
+            assert "192.0.2.99" in topo.server.nft("list", "table", "inet", "f2b-detector")
         finally:
             f2b.stop()
             edge.stop()
