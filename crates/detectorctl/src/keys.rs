@@ -77,6 +77,7 @@ pub fn run(args: &KeysArgs) -> anyhow::Result<()> {
             expires,
             reload,
         } => {
+            reload.preflight()?;
             let mut file = KeyFile::load_or_default(path)?;
             let key = file.add(id, *expires)?;
             file.save(path)?;
@@ -90,6 +91,7 @@ pub fn run(args: &KeysArgs) -> anyhow::Result<()> {
             after_change(reload)
         }
         KeysCommand::Revoke { id, reload } => {
+            reload.preflight()?;
             let mut file = KeyFile::load(path)?;
             let n = file.revoke(id)?;
             file.save(path)?;
@@ -101,6 +103,7 @@ pub fn run(args: &KeysArgs) -> anyhow::Result<()> {
             overlap,
             reload,
         } => {
+            reload.preflight()?;
             let mut file = KeyFile::load(path)?;
             let key = file.rotate(id, *overlap)?;
             file.save(path)?;

@@ -14,7 +14,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "detectorctl", version, about, long_about = None)]
+// A flag given twice takes its last value, so a wrapper script's defaults can be overridden.
+#[command(name = "detectorctl", version, about, long_about = None, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

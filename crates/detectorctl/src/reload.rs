@@ -38,24 +38,40 @@ pub const RELOAD_REMINDER: &str = "The running service has not been told. Reload
 or pass --pid, --pid-file or --compose-service to this command.";
 
 impl ReloadArgs {
+    /// Checks the reload target before the key file changes, so that a typo in `--pid` fails
+    /// the command with the file untouched (rather than after a key was issued).
+    pub fn preflight(&self) -> anyhow::Result<()> {
+        if let Some(pid) = self.pid_to_signal()? {
+            check_pid(pid)?;
+        }
+        Ok(())
+    }
+
+    fn pid_to_signal(&self) -> anyhow::Result<Option<i32>> {
+        if let Some(pid) = self.pid {
+            return Ok(Some(pid));
+        }
+        let Some(path) = &self.pid_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --pid-file {}", path.display()))?;
+        let pid = text
+            .trim()
+            .parse()
+            .with_context(|| format!("--pid-file {} does not hold a pid", path.display()))?;
+        Ok(Some(pid))
+    }
+
     /// Signals the service; returns a sentence for the operator saying what was done.
     pub fn reload(&self) -> anyhow::Result<String> {
-        if let Some(pid) = self.pid {
-            return signal(pid).map(|()| format!("Sent SIGHUP to pid {pid}: keys reloaded."));
-        }
-        if let Some(path) = &self.pid_file {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading --pid-file {}", path.display()))?;
-            let pid: i32 = text
-                .trim()
-                .parse()
-                .with_context(|| format!("--pid-file {} does not hold a pid", path.display()))?;
-            return signal(pid).map(|()| {
-                format!(
-                    "Sent SIGHUP to pid {pid} (from {}): keys reloaded.",
-                    path.display()
-                )
-            });
+        if let Some(pid) = self.pid_to_signal()? {
+            check_pid(pid)?;
+            kill(Pid::from_raw(pid), Signal::SIGHUP)
+                .with_context(|| format!("sending SIGHUP to pid {pid}"))?;
+            return Ok(format!(
+                "Sent SIGHUP to pid {pid}: the service reloads its keys."
+            ));
         }
         if let Some(service) = &self.compose_service {
             let mut words = self.compose_cmd.split_whitespace();
@@ -75,17 +91,18 @@ impl ReloadArgs {
                 );
             }
             return Ok(format!(
-                "Sent SIGHUP to compose service {service}: keys reloaded."
+                "Sent SIGHUP to compose service {service}: the service reloads its keys."
             ));
         }
         Ok(RELOAD_REMINDER.to_owned())
     }
 }
 
-fn signal(pid: i32) -> anyhow::Result<()> {
+fn check_pid(pid: i32) -> anyhow::Result<()> {
     if pid <= 0 {
         // kill(0) and kill(-1) signal whole process groups: never what an operator means.
         bail!("pid {pid} is not a single process");
     }
-    kill(Pid::from_raw(pid), Signal::SIGHUP).with_context(|| format!("sending SIGHUP to pid {pid}"))
+    // No signal: only asks whether the process exists and may be signalled.
+    kill(Pid::from_raw(pid), None).with_context(|| format!("no process {pid} to signal"))
 }
