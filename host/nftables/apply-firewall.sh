@@ -46,8 +46,8 @@ for p in "$DETECTOR_INTERNAL_PORT" "$LEGACY_PORT"; do
 	if [ "$p" -lt 1 ] || [ "$p" -gt 65535 ]; then
 		echo "apply-firewall: port out of range: $p" >&2; exit 2
 	fi
-	case " 22 80 443 " in
-	*" $p "*) echo "apply-firewall: refusing to refuse an allowed port: $p" >&2; exit 2 ;;
+	case "$p" in
+	22 | 80 | 443) echo "apply-firewall: refusing to refuse an allowed port: $p" >&2; exit 2 ;;
 	esac
 done
 
@@ -56,6 +56,8 @@ NFT=${NFT:-nft}
 command -v "$NFT" >/dev/null || { echo "apply-firewall: $NFT (nftables) is missing" >&2; exit 1; }
 
 export DETECTOR_INTERNAL_PORT LEGACY_PORT
+# Single quotes on purpose: envsubst gets the list of variable names, not their values.
+# shellcheck disable=SC2016
 ruleset=$(envsubst '${DETECTOR_INTERNAL_PORT} ${LEGACY_PORT}' <"$template")
 
 if [ "$dry_run" = 1 ]; then

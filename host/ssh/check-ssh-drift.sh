@@ -32,7 +32,7 @@ command -v "$SSHD" >/dev/null 2>&1 || { echo "check-ssh-drift: sshd (openssh-ser
 # sshd -T refuses to run without its privilege-separation directory; ssh.service
 # normally creates it (RuntimeDirectory=sshd), this keeps the check usable when
 # sshd is stopped.
-[ -d /run/sshd ] || mkdir -p -m 0755 /run/sshd
+[ -d /run/sshd ] || mkdir -m 0755 /run/sshd
 
 # Expected effective values (sshd -T prints lower-case keywords).
 # permitrootlogin: prohibit-password is printed as its older alias without-password.
@@ -49,9 +49,9 @@ contexts='-
 user=root,host=drift-check.invalid,addr=203.0.113.9
 user=operator,host=drift-check.invalid,addr=203.0.113.9'
 
-drift=0
 tmp=$(mktemp)
-trap 'rm -f "$tmp"' EXIT
+findings=$(mktemp)
+trap 'rm -f "$tmp" "$findings"' EXIT
 for ctx in $contexts; do
 	set -- -T -f "$config"
 	[ -n "$hostkey" ] && set -- "$@" -h "$hostkey"
@@ -67,13 +67,11 @@ for ctx in $contexts; do
 		if ! echo "|$allowed|" | grep -qF "|$actual|"; then
 			echo "DRIFT [$label] $key is '$actual', expected $allowed"
 		fi
-	done >>"$tmp.findings"
+	done >>"$findings"
 done
-if [ -s "$tmp.findings" ]; then
-	cat "$tmp.findings"
-	rm -f "$tmp.findings"
+if [ -s "$findings" ]; then
+	cat "$findings"
 	echo "check-ssh-drift: FAIL: effective sshd config ($config) drifted from key-only login"
 	exit 1
 fi
-rm -f "$tmp.findings"
 echo "check-ssh-drift: OK: key-only login in effect ($config; contexts: default, root, non-root)"

@@ -205,3 +205,11 @@ def test_installer_masks_a_fake_legacy_unit_in_a_temporary_root_and_says_so(tmp_
         assert (root / path).exists(), path
     second = run([str(install), "--root", str(root)], timeout=120).stdout
     assert f"{UNIT} already masked" in second and "nothing to change" in second, second
+
+
+def test_host_posture_scripts_pass_shellcheck():
+    shellcheck = require_tool("shellcheck")
+    scripts = [APPLY, DISABLE_LEGACY, REPO_ROOT / "host/ssh/check-ssh-drift.sh",
+               REPO_ROOT / "host/logrotate/postrotate", REPO_ROOT / "host/fail2ban/prepare-log.sh"]
+    done = run([shellcheck, *map(str, scripts)], check=False, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
