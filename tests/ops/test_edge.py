@@ -10,7 +10,6 @@ refuses (TLS 1.1, unknown SNI) never become HTTP requests and so have no line.
 from __future__ import annotations
 
 import json
-import re
 import socket
 import ssl
 import threading
@@ -22,8 +21,9 @@ import pytest
 
 from conftest import EDGE_HOSTNAME
 from harness.nginx import (
-    Nginx,
     TEMPLATE_DIR,
+    Nginx,
+    parse_access_line,
     production_variables,
     render_templates,
     start_edge,
@@ -40,12 +40,7 @@ RELAXED_RATES = {
     "DETECTOR_EDGE_KEY_RATE": "1000r/s",
     "DETECTOR_EDGE_KEY_BURST": "1000",
 }
-LOG_LINE = re.compile(
-    r'^(?P<ip>\S+) - \[(?P<time>[^\]]+)\] "(?P<method>\S+) (?P<path>\S+) (?P<proto>[^"]+)" '
-    r"(?P<status>\d{3}) (?P<bytes>\d+) rt=(?P<rt>[\d.]+) urt=(?P<urt>\S+) "
-    r"lreq=(?P<lreq>\S+) lconn=(?P<lconn>\S+) port=(?P<port>\d+) "
-    r'host="(?P<host>[^"]*)" ua="(?P<ua>[^"]*)"$'
-)
+
 
 
 # --- fixtures ----------------------------------------------------------------------------------
@@ -126,23 +121,10 @@ def marker() -> str:
     return f"edge-test/{uuid.uuid4().hex[:12]}"
 
 
-def logged(nginx: Nginx, ua: str, *, status: int | str, port: int | None = None,
-           timeout: float = 10.0) -> dict[str, str]:
+def logged(nginx: Nginx, ua: str, *, status: int | str, port: int | None = None) -> dict[str, str]:
     """The parsed log line of the request sent with User-Agent `ua`; fails if absent or if its
-    status or port differ. nginx writes the line after the response, hence the wait."""
-    found: list[dict[str, str]] = []
-
-    def line_present() -> bool:
-        for line in nginx.access_lines():
-            if f'ua="{ua}"' in line:
-                match = LOG_LINE.match(line)
-                assert match, f"log line in an unexpected format: {line}"
-                found.append(match.groupdict())
-                return True
-        return False
-
-    wait_until(line_present, timeout=timeout, what=f"the log line of request {ua}")
-    entry = found[0]
+    status or port (default: HTTPS) differ."""
+    entry = nginx.access_entry(ua)
     assert entry["status"] == str(status), entry
     assert entry["port"] == str(port or nginx.https_port), entry
     return entry
@@ -170,22 +152,6 @@ def tls_context(ca: Path, *, minimum=None, maximum=None, ciphers: str | None = N
     if alpn:
         context.set_alpn_protocols(alpn)
     return context
-
-
-def raw_exchange(nginx: Nginx, request: bytes, *, tls: ssl.SSLContext | None = None,
-                 sni: str | None = EDGE_HOSTNAME, timeout: float = 10.0) -> bytes:
-    """Send raw bytes to the HTTPS (with `tls`) or HTTP port and read until the server closes."""
-    host, port = nginx.https_address if tls else nginx.http_address
-    with socket.create_connection((host, port), timeout=timeout) as plain:
-        sock = tls.wrap_socket(plain, server_hostname=sni) if tls else plain
-        sock.sendall(request)
-        received = b""
-        try:
-            while chunk := sock.recv(65536):
-                received += chunk
-        except (ssl.SSLEOFError, ConnectionResetError):
-            pass  # a close without close_notify is still a close
-        return received
 
 
 def request_bytes(method: str, path: str, host: str, ua: str, extra: str = "") -> bytes:
@@ -366,8 +332,8 @@ def test_scanner_paths_are_404_from_nginx_on_both_ports(edge, https, http, path)
 ])
 def test_metrics_is_not_reachable_through_nginx(edge, test_ca, path):
     ua = marker()
-    raw = raw_exchange(edge, request_bytes("GET", path, EDGE_HOSTNAME, ua),
-                       tls=tls_context(test_ca.cert))
+    raw = edge.send_raw(request_bytes("GET", path, EDGE_HOSTNAME, ua),
+                        tls_ca=test_ca.cert)
     assert status_of(raw) == 404, raw[:300]
     assert b"# TYPE" not in raw and b"# HELP" not in raw
     assert json_body_of(raw)["error"]["code"] == "not_found"
@@ -383,9 +349,9 @@ def test_an_unknown_route_is_404_json_without_touching_the_service(edge, https):
 
 def test_a_malformed_request_gets_400_json(edge, test_ca):
     ua = marker()
-    raw = raw_exchange(edge, f"GET /healthz HTTP/1.1\r\nUser-Agent: {ua}\r\n"
-                             f"Host: {EDGE_HOSTNAME}\r\nHost: {EDGE_HOSTNAME}\r\n\r\n".encode(),
-                       tls=tls_context(test_ca.cert))
+    duplicate_host = (f"GET /healthz HTTP/1.1\r\nUser-Agent: {ua}\r\n"
+                      f"Host: {EDGE_HOSTNAME}\r\nHost: {EDGE_HOSTNAME}\r\n\r\n")
+    raw = edge.send_raw(duplicate_host.encode(), tls_ca=test_ca.cert)
     assert status_of(raw) == 400
     assert json_body_of(raw)["error"]["code"] == "bad_request"
     logged(edge, ua, status=400)
@@ -398,13 +364,13 @@ def test_a_malformed_request_gets_400_json(edge, test_ca):
 def test_an_unparsable_request_line_gets_json_not_a_500(edge, test_ca, request_line, status,
                                                          code):
     """Before nginx has a URI, error pages must not use a named location (that is a 500)."""
-    raw = raw_exchange(edge, request_line + f"\r\nHost: {EDGE_HOSTNAME}\r\n\r\n".encode(),
-                       tls=tls_context(test_ca.cert))
+    raw = edge.send_raw(request_line + f"\r\nHost: {EDGE_HOSTNAME}\r\n\r\n".encode(),
+                        tls_ca=test_ca.cert)
     assert status_of(raw) == status, raw[:300]
     assert json_body_of(raw)["error"]["code"] == code
     # On :80 the same request has no usable Host: the default server closes it.
     try:
-        assert raw_exchange(edge, request_line + b"\r\n\r\n") == b""
+        assert edge.send_raw(request_line + b"\r\n\r\n") == b""
     except ConnectionResetError:
         pass
 
@@ -414,23 +380,21 @@ def test_an_unparsable_request_line_gets_json_not_a_500(edge, test_ca, request_l
 
 def test_an_unknown_host_is_closed_on_both_ports(edge, test_ca):
     ua = marker()
-    assert raw_exchange(edge, request_bytes("GET", "/healthz", "evil.example", ua)) == b""
+    assert edge.send_raw(request_bytes("GET", "/healthz", "evil.example", ua)) == b""
     logged(edge, ua, status=444, port=edge.http_port)
 
     # Right SNI, wrong Host header: routed to the default server and closed.
     ua = marker()
-    raw = raw_exchange(edge, request_bytes("GET", "/healthz", "evil.example", ua),
-                       tls=tls_context(test_ca.cert))
+    raw = edge.send_raw(request_bytes("GET", "/healthz", "evil.example", ua),
+                        tls_ca=test_ca.cert)
     assert raw == b""
     logged(edge, ua, status=444)
 
 
 @pytest.mark.parametrize("sni", ["evil.example", None])
 def test_an_unknown_or_missing_sni_is_refused_in_the_handshake(edge, test_ca, sni):
-    context = tls_context(test_ca.cert)
-    context.check_hostname = False
     with pytest.raises(ssl.SSLError, match="UNRECOGNIZED_NAME|HANDSHAKE_FAILURE"):
-        raw_exchange(edge, b"GET / HTTP/1.1\r\n\r\n", tls=context, sni=sni)
+        edge.send_raw(b"GET / HTTP/1.1\r\n\r\n", tls_ca=test_ca.cert, sni=sni)
 
 
 def test_tls_1_1_is_refused_and_1_2_and_1_3_are_accepted(edge, test_ca):
@@ -573,8 +537,9 @@ def test_keys_are_limited_independently_and_keyless_requests_are_not_counted(
         response = client.get(url, headers={"User-Agent": ua, **bearer})
         assert_rate_limited(response)
         logged(nginx, ua, status=429)
-        log_text = nginx.access_log.read_text()
-        assert api_key not in log_text and other_key not in log_text
+        for log in (nginx.access_log, nginx.error_log):
+            text = log.read_text()
+            assert api_key not in text and other_key not in text, log
     finally:
         nginx.stop()
 
@@ -621,7 +586,8 @@ def test_no_key_reaches_the_log_from_any_header_or_the_query(edge, https, http, 
 def test_the_dedicated_log_holds_both_ports_and_only_well_formed_lines(edge):
     lines = edge.access_lines()
     assert lines
-    for line in lines:
-        assert LOG_LINE.match(line), f"unparsable line: {line}"
-    ports = {LOG_LINE.match(line)["port"] for line in lines}
+    entries = [parse_access_line(line) for line in lines]
+    unparsable = [line for line, entry in zip(lines, entries) if entry is None]
+    assert not unparsable, unparsable
+    ports = {entry["port"] for entry in entries}
     assert {str(edge.http_port), str(edge.https_port)} <= ports

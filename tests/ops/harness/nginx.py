@@ -26,8 +26,9 @@ import os
 import re
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
-import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -43,6 +44,22 @@ NGINX_DIR = REPO_ROOT / "nginx"
 TEMPLATE_DIR = NGINX_DIR / "templates"
 SNIPPET_DIR = NGINX_DIR / "snippets"
 DEFAULTS_FILE = NGINX_DIR / "edge.env"
+
+# One line of the dedicated access log (log_format detector_edge in 00-detector-http.conf.template).
+ACCESS_LOG_LINE = re.compile(
+    r'^(?P<ip>\S+) - \[(?P<time>[^\]]+)\] "(?P<method>\S+) (?P<path>\S+) (?P<proto>[^"]+)" '
+    r"(?P<status>\d{3}) (?P<bytes>\d+) rt=(?P<rt>[\d.]+) urt=(?P<urt>\S+) "
+    r"lreq=(?P<lreq>\S+) lconn=(?P<lconn>\S+) port=(?P<port>\d+) "
+    r'host="(?P<host>[^"]*)" ua="(?P<ua>[^"]*)"$'
+)
+
+
+def parse_access_line(line: str) -> dict[str, str] | None:
+    """The fields of one dedicated-log line (ip, time, method, path, proto, status, bytes, rt,
+    urt, lreq, lconn, port, host, ua), or None if the line is not in that format."""
+    match = ACCESS_LOG_LINE.match(line)
+    return match.groupdict() if match else None
+
 
 # Variables of the environment, in templates, are upper case; nginx's own variables are lower case.
 _TEMPLATE_VARIABLE = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}|\$([A-Z][A-Z0-9_]*)")
@@ -301,7 +318,46 @@ class Nginx:
                    what=f"{count} lines in {self.access_log}")
         return self.access_lines()
 
+    def access_entry(self, user_agent: str, *, timeout: float = 10.0) -> dict[str, str]:
+        """The parsed line of the request sent with this (unique) User-Agent, waiting for it."""
+        found: list[dict[str, str]] = []
+
+        def present() -> bool:
+            for line in self.access_lines():
+                if f'ua="{user_agent}"' in line:
+                    entry = parse_access_line(line)
+                    assert entry is not None, f"log line in an unexpected format: {line}"
+                    found.append(entry)
+                    return True
+            return False
+
+        wait_until(present, timeout=timeout, what=f"the log line of the request from {user_agent}")
+        return found[0]
+
     # Clients.
+    def send_raw(self, data: bytes, *, tls_ca: Path | str | None = None,
+                 sni: str | None = "", timeout: float = 10.0) -> bytes:
+        """Send raw bytes to the HTTP port, or with `tls_ca` over TLS to the HTTPS port (SNI:
+        the hostname unless `sni` says otherwise, None for no SNI), and read until the server
+        closes. A close without TLS close_notify or a reset counts as a close."""
+        host, port = self.https_address if tls_ca else self.http_address
+        with socket.create_connection((_probe_host(host), port), timeout=timeout) as plain:
+            sock = plain
+            if tls_ca:
+                context = ssl.create_default_context(cafile=str(tls_ca))
+                server_name = self.hostname if sni == "" else sni
+                context.check_hostname = server_name == self.hostname
+                sock = context.wrap_socket(plain, server_hostname=server_name)
+            sock.sendall(data)
+            received = b""
+            try:
+                while chunk := sock.recv(65536):
+                    received += chunk
+            except (ssl.SSLEOFError, ConnectionResetError):
+                pass
+            return received
+
+
     def https_client(self, ca_cert: Path | str):
         """A requests.Session for https_url(): SNI, certificate check and Host all use the
         configured hostname while the TCP connection goes to the loopback listen address."""
