@@ -191,6 +191,14 @@ def test_every_template_variable_has_a_production_value_and_nothing_else_is_subs
     assert "return 301 https://detector.cereby.ai$request_uri;" in text
     assert "client_max_body_size 65536;" in text
 
+    # The image substitutes every variable of its environment, not only ours: the variables the
+    # stock image and a shell define change nothing.
+    image_env = {"HOSTNAME": "c0ffee", "HOME": "/root", "PATH": "/usr/bin:/bin",
+                 "NGINX_VERSION": "1.28.0", "NJS_VERSION": "0.8.10", "PKG_RELEASE": "1",
+                 "PWD": "/", "SHLVL": "1", "TERM": "xterm"}
+    again = render_templates(tmp_path / "image-env", {**defaults, **image_env})
+    assert [p.read_text() for p in again] == [p.read_text() for p in rendered]
+
 
 def test_nginx_accepts_the_rendered_config_without_warnings(edge):
     checked = edge.test_config()
