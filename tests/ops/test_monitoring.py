@@ -95,6 +95,20 @@ def test_every_rule_has_a_firing_and_a_quiet_case_and_a_reason():
         assert "#" in block, f"{alert} has no comment giving the reason for its threshold"
 
 
+def test_every_alert_links_to_a_runbook_heading():
+    headings = set()
+    for line in (REPO_ROOT / "docs" / "runbook.md").read_text().splitlines():
+        if line.startswith("#"):
+            text = line.lstrip("#").strip().lower()
+            headings.add(re.sub(r"[^a-z0-9 _-]", "", text).replace(" ", "-"))
+    rules = yaml.safe_load((MONITORING_DIR / "alerts.yml").read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            page, _, fragment = rule["annotations"]["runbook"].partition("#")
+            assert page == "docs/runbook.md" and fragment in headings, \
+                f"{rule['alert']}: no heading for {rule['annotations']['runbook']}"
+
+
 def test_mtail_programs_compile():
     mtail = require_tool("mtail")
     run([mtail, "--compile_only", "--progs", str(MTAIL_PROGS), "--logtostderr"])
@@ -445,3 +459,17 @@ def test_every_label_matched_in_rules_and_dashboard_exists(traffic):
 ])
 def test_metric_names_in_promql(expr, expected):
     assert metric_names_in_promql(expr) == expected
+
+
+def test_mtail_follows_the_log_through_rotation(stack, traffic):
+    """logrotate renames the log and nginx reopens a new file (`create`, not copytruncate): mtail
+    must go on counting from the new file, or every edge alert goes quiet after the first week."""
+    edge = stack.edge
+    before = value(_edge_scrape(stack), "detector_edge_log_lines_total")
+    edge.access_log.rename(edge.access_log.with_name(edge.access_log.name + ".1"))
+    edge.reopen()
+    for path in SCANNER_PATHS[:3]:
+        stack.client.get(edge.https_url(path), timeout=30)
+    assert len(edge.wait_for_access_lines(3)) == 3
+    wait_until(lambda: value(_edge_scrape(stack), "detector_edge_log_lines_total") >= before + 3,
+               timeout=20, what="mtail to read the new log after rotation")
