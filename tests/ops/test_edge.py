@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import requests
 
 from conftest import EDGE_HOSTNAME
 from harness.nginx import (
@@ -315,6 +316,36 @@ def test_oversize_body_is_413_json_from_nginx(edge, https, api_key):
                                    "Content-Type": "application/json"})
     assert_json_error(response, 413, "payload_too_large")
     assert logged(edge, ua, status=413)["urt"] == "-", "nginx answered, not the service"
+
+
+def json_body_of_size(size: int) -> bytes:
+    """A JSON object of exactly `size` bytes without a "text" field (the service answers 400
+    quickly instead of scoring it)."""
+    body = b'{"padding":""}'
+    return body[:-2] + b"x" * (size - len(body)) + b'"}'
+
+
+def test_the_body_limit_is_the_services_limit(edge, https, detector, api_key):
+    """A body of exactly the limit passes nginx and the service's own size check; one byte more
+    is refused by nginx, and the service would have refused it too."""
+    limit = int(edge.variables["DETECTOR_MAX_BODY_BYTES"])
+    headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+
+    ua = marker()
+    response = https.post(edge.https_url("/score"), data=json_body_of_size(limit),
+                          headers={"User-Agent": ua, **headers})
+    assert response.status_code not in (413, 429, 502, 504), response.text
+    assert logged(edge, ua, status=response.status_code)["urt"] != "-"
+
+    # Straight to the service, not through nginx.
+    direct = requests.post(f"{detector.base_url}/score", data=json_body_of_size(limit + 1),
+                           headers=headers, timeout=30)
+    assert direct.status_code == 413, direct.text
+    ua = marker()
+    response = https.post(edge.https_url("/score"), data=json_body_of_size(limit + 1),
+                          headers={"User-Agent": ua, **headers})
+    assert_json_error(response, 413, "payload_too_large")
+    assert logged(edge, ua, status=413)["urt"] == "-"
 
 
 @pytest.mark.parametrize("path", [
