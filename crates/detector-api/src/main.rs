@@ -1,1 +1,67 @@
-fn main() {}
+//! detector-api: the scoring service (see the crate's modules for each concern), plus the
+//! `healthcheck` subcommand used by the container.
+#![forbid(unsafe_code)]
+
+mod auth;
+mod body;
+mod build_info;
+mod config;
+mod error;
+mod healthcheck;
+mod json_errors;
+mod keys;
+mod limiter;
+mod logging;
+mod metrics;
+mod observe;
+mod routes;
+mod server;
+mod state;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::config::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Healthcheck(args)) => match healthcheck(&cli.config, &args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("unhealthy: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        None => serve(cli.config),
+    }
+}
+
+fn healthcheck(config: &config::Config, args: &config::HealthcheckArgs) -> anyhow::Result<()> {
+    let key = match &args.key {
+        Some(secret) => Some(secret.api_key("DETECTOR_HEALTHCHECK_KEY")?),
+        None => config.api_key()?,
+    };
+    healthcheck::run(
+        config.bind,
+        key.as_ref(),
+        Duration::from_secs(args.timeout_secs),
+    )
+}
+
+fn serve(config: config::Config) -> ExitCode {
+    logging::init(config.log_format);
+    let result = actix_web::rt::System::new().block_on(server::run(config));
+    match result {
+        // Exit here rather than return: a blocking job that outlived the grace period would make
+        // the runtime's teardown wait for it.
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "Start-up failed.");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
