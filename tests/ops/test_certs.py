@@ -177,7 +177,7 @@ exec {nginx_argv}
         # Stand-in for `docker-compose exec -T nginx nginx -s reload`, counting its calls.
         reload_cmd = write_executable(tmp / "reload-nginx", f"""#!/bin/sh
 set -eu
-echo reload >> {reloads_log}
+echo "reload $(date +%s.%N)" >> {reloads_log}
 exec {nginx_argv} -s reload
 """)
         env_file = tmp / "compose.env"
@@ -251,7 +251,7 @@ def test_renewal_with_nothing_to_renew_does_not_reload(stack):
 def test_forced_renewal_changes_the_served_serial_and_no_request_fails_across_the_reload(stack):
     old_serial, reloads = disk_serial(stack), stack.reload_count()
     stop = threading.Event()
-    results: list[tuple[float, str]] = []  # (finished at, outcome)
+    results: list[tuple[float, float, str]] = []  # (started, finished, outcome), wall clock
     lock = threading.Lock()
 
     def client_loop() -> None:
@@ -264,6 +264,7 @@ def test_forced_renewal_changes_the_served_serial_and_no_request_fails_across_th
         for _ in range(LOAD_MAX_REQUESTS_PER_CLIENT):
             if stop.is_set() or time.monotonic() > deadline:
                 return
+            started = time.time()
             try:
                 response = session.post(stack.nginx.https_url("/score"), json={"text": SAMPLE_TEXT},
                                         timeout=60)
@@ -272,18 +273,18 @@ def test_forced_renewal_changes_the_served_serial_and_no_request_fails_across_th
             except (requests.RequestException, ValueError) as error:
                 outcome = f"{type(error).__name__}: {error}"
             with lock:
-                results.append((time.monotonic(), outcome))
+                results.append((started, time.time(), outcome))
 
     threads = [threading.Thread(target=client_loop, daemon=True) for _ in range(LOAD_CLIENTS)]
     for thread in threads:
         thread.start()
     try:
-        wait_until(lambda: len(results) >= 2, timeout=60, what="the load to get going")
+        wait_until(lambda: len(results) >= LOAD_CLIENTS, timeout=60, what="the load to get going")
         done = stack.script(RENEW, "--force-renewal")
-        reloaded_at = time.monotonic()
         new = wait_for_served_serial(stack, disk_serial(stack))
+        reloaded_at = float(stack.reloads_log.read_text().splitlines()[-1].split()[1])
         # Keep the load on until requests that started after the reload have finished too.
-        wait_until(lambda: sum(1 for at, _ in results if at > reloaded_at) >= 2 * LOAD_CLIENTS,
+        wait_until(lambda: sum(1 for started, _, _ in results if started > reloaded_at) >= 2 * LOAD_CLIENTS,
                    timeout=60, what="requests after the reload")
     finally:
         stop.set()
@@ -294,8 +295,10 @@ def test_forced_renewal_changes_the_served_serial_and_no_request_fails_across_th
     assert ("DNS", HOSTNAME) in new["subjectAltName"]
     assert stack.reload_count() == reloads + 1, done.stderr
     assert not (stack.cert_dir / "detector-stack" / "reload-pending").exists()
-    failures = [outcome for _, outcome in results if outcome != "ok"]
+    failures = [outcome for _, _, outcome in results if outcome != "ok"]
     assert failures == [], f"{len(failures)} of {len(results)} requests failed: {failures[:5]}"
+    # The reload happened under load: at least one request was in flight when nginx got it.
+    assert any(started < reloaded_at < finished for started, finished, _ in results), results
 
 
 def test_renewal_without_the_acme_ca_bundle_fails_visibly_and_keeps_nginx_as_is(stack):
