@@ -321,14 +321,18 @@ def traffic(stack):
 
 
 def _wait_for_ban(stack):
-    """fail2ban polls the log; wait until the auth jail has banned the test client."""
+    """fail2ban polls the log, each jail on its own: wait until the auth jail has banned the test
+    client and the botsearch jail has counted every scanner hit."""
     holder = {}
 
-    def banned():
-        holder["samples"] = _host_scrape(stack)
-        return value(holder["samples"], "detector_fail2ban_bans_total", jail="detector-auth") >= 1
+    def caught_up():
+        samples = holder["samples"] = _host_scrape(stack)
+        return (value(samples, "detector_fail2ban_bans_total", jail="detector-auth") >= 1
+                and value(samples, "detector_fail2ban_failures_total", jail="detector-botsearch")
+                >= len(SCANNER_PATHS))
 
-    wait_until(banned, timeout=30, interval=0.5, what="fail2ban to ban after repeated 401s")
+    wait_until(caught_up, timeout=30, interval=0.5,
+               what="fail2ban to ban after repeated 401s and count the scanner hits")
     return holder["samples"]
 
 
