@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
-use auth::{KeyFile, KeyRecord};
+use anyhow::Context;
+use auth::{ApiKey, KeyFile, KeyRecord};
 use time::format_description::well_known::Rfc3339;
 use time::{Date, Month, OffsetDateTime, Time};
 
@@ -22,6 +22,9 @@ pub struct KeysArgs {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum KeysCommand {
+    /// Print a fresh random key and store nothing: the one shared key of a simple deployment
+    /// (DETECTOR_API_KEY in compose/.env).
+    Generate,
     /// Create a key for a client: prints it once on stdout, stores only its hash.
     New {
         /// The client's name (1-64 of A-Z a-z 0-9 . _ -).
@@ -56,11 +59,20 @@ pub enum KeysCommand {
 }
 
 pub fn run(args: &KeysArgs) -> anyhow::Result<()> {
-    let Some(path) = &args.key_file else {
-        bail!("no key file: pass --key-file or set DETECTOR_KEY_FILE");
+    // Every command but `generate` works on the key file.
+    let key_file = || match &args.key_file {
+        Some(path) => Ok(path.as_path()),
+        None => Err(anyhow::anyhow!(
+            "no key file: pass --key-file or set DETECTOR_KEY_FILE"
+        )),
     };
     match &args.command {
+        KeysCommand::Generate => {
+            println!("{}", ApiKey::generate().expose());
+            Ok(())
+        }
         KeysCommand::List { json } => {
+            let path = key_file()?;
             let file = KeyFile::load(path)?;
             if *json {
                 println!(
@@ -77,6 +89,7 @@ pub fn run(args: &KeysArgs) -> anyhow::Result<()> {
             expires,
             reload,
         } => {
+            let path = key_file()?;
             reload.preflight()?;
             let mut file = KeyFile::load_or_default(path)?;
             let key = file.add(id, *expires)?;
@@ -91,6 +104,7 @@ pub fn run(args: &KeysArgs) -> anyhow::Result<()> {
             after_change(reload)
         }
         KeysCommand::Revoke { id, reload } => {
+            let path = key_file()?;
             reload.preflight()?;
             let mut file = KeyFile::load(path)?;
             let n = file.revoke(id)?;
@@ -103,6 +117,7 @@ pub fn run(args: &KeysArgs) -> anyhow::Result<()> {
             overlap,
             reload,
         } => {
+            let path = key_file()?;
             reload.preflight()?;
             let mut file = KeyFile::load(path)?;
             let key = file.rotate(id, *overlap)?;

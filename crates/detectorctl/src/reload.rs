@@ -24,7 +24,7 @@ pub struct ReloadArgs {
     #[arg(
         long,
         env = "DETECTORCTL_COMPOSE_CMD",
-        default_value = "docker-compose"
+        default_value = "detector-stack-compose"
     )]
     pub compose_cmd: String,
     /// Directory to run the compose command in.
@@ -33,8 +33,9 @@ pub struct ReloadArgs {
 }
 
 /// The reminder printed when no reload target was given.
-pub const RELOAD_REMINDER: &str = "The running service has not been told. Reload its keys without a restart: \
-`docker-compose kill -s HUP detector` in the deployment directory, or `kill -HUP <pid of detector-api>`, \
+pub const RELOAD_REMINDER: &str =
+    "The running service has not been told. Reload its keys without a restart: \
+`detector-stack-compose kill -s HUP detector`, or `kill -HUP <pid of detector-api>`, \
 or pass --pid, --pid-file or --compose-service to this command.";
 
 impl ReloadArgs {

@@ -83,7 +83,7 @@ fn new_revoke_and_rotate_reach_the_running_service() {
     let dave_out = keys(&["new", "dave"], kf);
     assert!(dave_out.status.success());
     assert!(
-        stderr(&dave_out).contains("docker-compose kill -s HUP detector"),
+        stderr(&dave_out).contains("detector-stack-compose kill -s HUP detector"),
         "{}",
         stderr(&dave_out)
     );
@@ -171,6 +171,18 @@ fn keys_commands_refuse_what_they_cannot_do() {
         assert!(stdout(&out).is_empty(), "{args:?} printed {}", stdout(&out));
         assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
     };
+    // `generate` stores nothing: a key for DETECTOR_API_KEY.
+    let generated = ctl(&["keys", "generate"], &[]);
+    assert!(generated.status.success());
+    assert!(stdout(&generated).trim().starts_with("det_"));
+    assert!(!std::path::Path::new(kf).exists());
+    let no_file = ctl(&["keys", "list"], &[]);
+    assert_eq!(no_file.status.code(), Some(2));
+    assert!(
+        stderr(&no_file).contains("no key file"),
+        "{}",
+        stderr(&no_file)
+    );
     check(&["list"], "cannot read key file");
     check(&["revoke", "nobody"], "cannot read key file");
     issued_key(&["new", "app"], kf);

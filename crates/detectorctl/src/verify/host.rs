@@ -137,18 +137,22 @@ pub struct HostArgs {
     /// The compose service whose image revision must equal the checkout's HEAD.
     #[arg(long, env = "DETECTORCTL_DETECTOR_SERVICE", default_value = "detector")]
     pub detector_service: String,
-    /// The deployed checkout (where compose runs and whose HEAD the image must carry).
-    #[arg(long, env = "DETECTORCTL_CHECKOUT", default_value = ".")]
+    /// The deployed checkout, whose HEAD the running image must carry.
+    #[arg(
+        long,
+        env = "DETECTOR_STACK_DIR",
+        default_value = "/opt/detector-stack"
+    )]
     pub checkout: PathBuf,
-    /// Directory to run the compose command in, where compose.yaml and its .env are
-    /// [default: CHECKOUT/compose].
+    /// Directory to run the compose command in [default: --checkout].
     #[arg(long, env = "DETECTORCTL_COMPOSE_DIR")]
     pub compose_dir: Option<PathBuf>,
-    /// The compose command, split on spaces (e.g. "docker-compose -f compose/compose.yaml").
+    /// The compose command, split on spaces: the host's wrapper that fills in the project name
+    /// and file (host/detector-stack-compose), or e.g. "docker-compose -f compose/compose.yaml".
     #[arg(
         long,
         env = "DETECTORCTL_COMPOSE_CMD",
-        default_value = "docker-compose"
+        default_value = "detector-stack-compose"
     )]
     pub compose_cmd: String,
     /// The docker CLI (for `docker inspect`).
@@ -195,7 +199,7 @@ fn access_log(args: &HostArgs) -> Check {
     const NAME: &str = "access-log";
     let path = &args.access_log;
     let hint = format!(
-        "the access_log directive of the nginx templates and the bind mount of {} in compose; `docker-compose logs nginx`",
+        "the access_log directive of the nginx templates and the bind mount of {} in compose; `detector-stack-compose logs nginx`",
         path.display()
     );
     let meta = match std::fs::metadata(path) {
@@ -347,8 +351,7 @@ async fn compose_containers<R: CommandRunner>(
     let program = words.next().ok_or("--compose-cmd is empty")?;
     let mut ps_args: Vec<String> = words.collect();
     ps_args.extend(["ps".into(), "-q".into()]);
-    let default_dir = args.checkout.join("compose");
-    let dir = args.compose_dir.as_deref().unwrap_or(&default_dir);
+    let dir = args.compose_dir.as_deref().unwrap_or(&args.checkout);
     let ps = runner
         .run(&program, &ps_args, Some(dir))
         .await
@@ -385,7 +388,7 @@ async fn compose_checks<R: CommandRunner>(runner: &R, args: &HostArgs) -> (Check
     const SERVICES: &str = "compose-services";
     const REVISION: &str = "image-revision";
     const HINT: &str =
-        "`docker-compose ps`, `docker-compose logs SERVICE`, `systemctl status detector-stack`";
+        "`detector-stack-compose ps`, `detector-stack-compose logs SERVICE`, `systemctl status detector-stack`";
     let containers = match compose_containers(runner, args).await {
         Ok(c) => c,
         Err(e) => {
@@ -447,7 +450,7 @@ async fn revision_check<R: CommandRunner>(
     detector: Option<&ContainerState>,
 ) -> Check {
     const NAME: &str = "image-revision";
-    const HINT: &str = "rebuild and restart from the deployed checkout: commit or discard local edits, then `systemctl restart detector-stack` (the image must be built from tracked files at HEAD)";
+    const HINT: &str = "rebuild and restart from the deployed checkout: commit or discard local edits, then `scripts/build-detector-image` and `detector-stack-compose up` (the image must be built from HEAD)";
     let Some(container) = detector else {
         return Check::fail(
             NAME,
@@ -600,7 +603,7 @@ mod tests {
             detector_service: "detector".into(),
             checkout: "/srv/checkout".into(),
             compose_dir: None,
-            compose_cmd: "docker-compose".into(),
+            compose_cmd: "detector-stack-compose".into(),
             docker: "docker".into(),
             fail2ban_client: "fail2ban-client".into(),
             systemctl: "systemctl".into(),
@@ -629,7 +632,7 @@ mod tests {
                 "systemctl is-enabled certbot-renew.timer".into(),
                 out("enabled\n"),
             ),
-            ("docker-compose ps -q".into(), out("aaa\nbbb\n")),
+            ("detector-stack-compose ps -q".into(), out("aaa\nbbb\n")),
             (
                 "docker inspect aaa bbb".into(),
                 out(&inspect(health, revision)),

@@ -73,7 +73,7 @@ pub async fn healthz_without_key(t: &HttpTarget<'_>) -> Check {
 pub async fn healthz_with_key(t: &HttpTarget<'_>) -> Check {
     const NAME: &str = "healthz-key";
     let hint = format!(
-        "the key in ${} against the service's key file or DETECTOR_API_KEY; `docker-compose logs detector`",
+        "the key in ${} against the service's key file or DETECTOR_API_KEY; `detector-stack-compose logs detector`",
         t.key_env
     );
     let Some(key) = t.key else {
@@ -112,7 +112,7 @@ pub async fn healthz_with_key(t: &HttpTarget<'_>) -> Check {
 
 pub async fn score(t: &HttpTarget<'_>) -> Check {
     const NAME: &str = "score";
-    const HINT: &str = "`docker-compose logs detector` (model loaded? slots free?) and the nginx proxy timeouts for /score";
+    const HINT: &str = "`detector-stack-compose logs detector` (model loaded? slots free?) and the nginx proxy timeouts for /score";
     let Some(key) = t.key else {
         return Check::fail(NAME, format!("${} is not set", t.key_env), HINT);
     };
