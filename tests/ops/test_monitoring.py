@@ -41,9 +41,8 @@ from harness.monitoring import (
 from harness.nginx import production_variables, start_edge
 from harness.pki import issue_server_cert, make_ca
 from harness.procs import require_tool, run, wait_until
-from harness.service import REPO_ROOT, SAMPLE_TEXT, start_detector
+from harness.service import REPO_ROOT, SAMPLE_TEXT
 
-API_KEY = "monitoring-test-key-0123456789abcdef"
 HOSTNAME = "detector.test"
 SCANNER_PATHS = ["/.env", "/.git/config", "/wp-admin/install.php", "/wp-login.php", "/backup.sql",
                  "/site.tar.gz"]
@@ -204,12 +203,14 @@ def test_textfile_units_pass_systemd_analyze_verify(tmp_path):
 # --- the edge stack with its exporters ----------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    """detector-api, nginx, mtail, fail2ban-server, node_exporter; torn down at the end."""
+def stack(tmp_path_factory, detector, api_key):
+    """The session's detector-api behind nginx, mtail, fail2ban-server, node_exporter; all but the
+    detector torn down at the end. Counters are compared before and after, so what other tests
+    sent to the shared detector does not matter."""
     tmp = tmp_path_factory.mktemp("monitoring")
     ca = make_ca(tmp / "ca")
     cert = issue_server_cert(ca, tmp / "cert", HOSTNAME)
-    service = start_detector(tmp, api_key=API_KEY)
+    service = detector
     edge = start_edge(tmp / "edge", upstream=service.address, cert=cert, hostname=HOSTNAME,
                       overrides=EDGE_OVERRIDES)
     # mtail must see the file from its first line: touch it before mtail starts.
@@ -234,13 +235,13 @@ def stack(tmp_path_factory):
     ns.fail2ban, ns.node, ns.textfile = fail2ban, node, textfile_dir / "detector.prom"
     ns.collector_env = collector_env
     ns.client = edge.https_client(ca.cert)
+    ns.api_key = api_key
     try:
         yield ns
     finally:
         for part in (node, fail2ban, mtail):
             part.stop()
         edge.stop()
-        service.stop()
 
 
 def _fake_systemctl(path: Path, *, result: str, timer: str) -> Path:
@@ -285,7 +286,7 @@ def traffic(stack):
     before = {"edge": _edge_scrape(stack), "service": scrape(stack.service.metrics_url),
               "host": _host_scrape(stack)}
     url = edge.https_url("/score")
-    good = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    good = {"Authorization": f"Bearer {stack.api_key}", "Content-Type": "application/json"}
     bad = {"Authorization": "Bearer not-a-valid-key-000000", "Content-Type": "application/json"}
     body = json.dumps({"text": SAMPLE_TEXT})
     sent = {"200": 0, "401": 0, "scanner": 0, "429": 0}
