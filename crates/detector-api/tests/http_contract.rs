@@ -513,3 +513,39 @@ async fn healthcheck_subcommand_exits_0_when_healthy_and_1_otherwise() {
     ]);
     assert_eq!(code, Some(1), "{stderr}");
 }
+
+/// A chunked body has no Content-Length to refuse up front: the limit holds while reading.
+#[tokio::test]
+async fn chunked_body_over_the_limit_gets_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = ServerBuilder::new()
+        .env("DETECTOR_MAX_BODY_BYTES", &BODY_LIMIT.to_string())
+        .start()
+        .await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /score HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {ENV_KEY}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let chunk = "x".repeat(1000);
+    stream.write_all(b"a\r\n{\"text\": \"\r\n").await.unwrap();
+    for _ in 0..(BODY_LIMIT / 1000 + 2) {
+        let framed = format!("{:x}\r\n{chunk}\r\n", chunk.len());
+        stream.write_all(framed.as_bytes()).await.unwrap();
+    }
+    stream.write_all(b"2\r\n\"}\r\n0\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("an answer, not a hang")
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\"payload_too_large\""), "{answer}");
+}

@@ -91,7 +91,7 @@ impl ServerBuilder {
         command
             .env("DETECTOR_BIND", format!("127.0.0.1:{port}"))
             .env("DETECTOR_METRICS_BIND", format!("127.0.0.1:{metrics_port}"))
-            .env("RUST_LOG", "info")
+            .env_remove("RUST_LOG")
             .envs(&self.env)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
