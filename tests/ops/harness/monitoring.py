@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,3 +262,56 @@ def label_matchers_in_promql(expr: str) -> list[tuple[str, str, str, str]]:
         for label, op, wanted in _MATCHER.findall(selector.group(2)):
             found.append((selector.group(1), label, op, wanted))
     return found
+
+
+# --- Prometheus ---------------------------------------------------------------------------------
+
+@dataclass
+class Prometheus:
+    process: ManagedProcess
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def api(self, path: str, **params: str) -> dict:
+        query = urllib.parse.urlencode(params)
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=10) as response:
+                body = json.load(response)
+        except urllib.error.HTTPError as error:   # a PromQL error is a 400 with a JSON body
+            body = json.load(error)
+        if body.get("status") != "success":
+            raise AssertionError(f"Prometheus {path} {params}: {body}")
+        return body["data"]
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def start_prometheus(workdir: Path, targets: Mapping[str, str], *,
+                     config: Path = MONITORING_DIR / "prometheus.yml") -> Prometheus:
+    """Prometheus with the project's config and rules, each job's target replaced by the address
+    of the process the test runs for it (`targets`: job name -> host:port), scraping every second."""
+    prometheus = require_tool("prometheus")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    settings = yaml.safe_load(config.read_text())
+    settings["global"]["scrape_interval"] = "1s"
+    settings["global"]["evaluation_interval"] = "1s"
+    settings["rule_files"] = [str((config.parent / f).resolve()) for f in settings["rule_files"]]
+    port = free_port()
+    for job in settings["scrape_configs"]:
+        name = job["job_name"]
+        address = f"127.0.0.1:{port}" if name == "prometheus" else targets[name]
+        job["static_configs"] = [{"targets": [address]}]
+    test_config = workdir / "prometheus.yml"
+    test_config.write_text(yaml.safe_dump(settings))
+    process = ManagedProcess(
+        [prometheus, f"--config.file={test_config}", f"--storage.tsdb.path={workdir / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        name="prometheus", log_path=workdir / "prometheus.log")
+    process.start()
+    wait_for_port(port, timeout=60, process=process)
+    return Prometheus(process, port)
