@@ -32,7 +32,7 @@ import pytest
 
 from conftest import EDGE_HOSTNAME
 from harness.nginx import Nginx, start_edge
-from harness.service import SAMPLE_TEXT
+from harness.service import REPO_ROOT, SAMPLE_TEXT
 
 RELAXED_RATES = {
     "DETECTOR_EDGE_IP_RATE": "1000r/s",
@@ -375,6 +375,27 @@ def check(case: Case, edge: Nginx, ca_cert, api_key: str) -> None:
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_attack(case, edge, test_ca, api_key):
     check(case, edge, test_ca.cert, api_key)
+
+
+# The request-body fuzz target's seeds (and any crash input added there once fixed), replayed
+# through the stack: cheap in CI, where the nightly fuzz build is not (docs/reliability.md).
+FUZZ_SEEDS = sorted((REPO_ROOT / "fuzz" / "seeds" / "request_body").iterdir())
+
+
+@pytest.mark.parametrize("seed", FUZZ_SEEDS, ids=[p.name for p in FUZZ_SEEDS])
+def test_fuzz_seed_body_gets_a_deliberate_answer(seed, edge, test_ca, api_key):
+    ua = f"attack/seed/{uuid.uuid4().hex[:8]}"
+    payload = score(seed.read_bytes()).replace(KEY, api_key.encode()).replace(
+        b"@UA@", f"User-Agent: {ua}".encode())
+    case = Case(f"seed_{seed.name}", payload, 0)
+    raw, _ = send(edge, case, payload, test_ca.cert)
+    status, headers, body = parse_response(raw)
+    assert status in (200, 400, 413, 422), (seed.name, status, body[:300])
+    assert headers.get("content-type", "").startswith("application/json"), (seed.name, headers)
+    answer = json.loads(body)
+    assert ("score" in answer) if status == 200 else (set(answer["error"]) == {"code", "message"})
+    assert api_key.encode() not in raw
+    edge.access_entry(ua)
 
 
 def test_case_names_are_unique():

@@ -38,6 +38,7 @@ class Step:
     method: str
     path: str
     json: dict | None = None
+    pause: float = 0.0      # seconds to wait before sending (a paced client)
 
 
 DEFAULT_PLANS = ((Step("POST", "/score", {"text": SAMPLE_TEXT}),), (Step("GET", "/healthz"),))
@@ -128,6 +129,8 @@ class BoundedLoad:
         while self._budget_left():
             step = plan[round_ % len(plan)]
             round_ += 1
+            if step.pause and self._stop.wait(step.pause):
+                break
             started = time.monotonic()
             with self._lock:
                 self._issued += 1
