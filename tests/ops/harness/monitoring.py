@@ -281,7 +281,11 @@ class Prometheus:
             with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=10) as response:
                 body = json.load(response)
         except urllib.error.HTTPError as error:   # a PromQL error is a 400 with a JSON body
-            body = json.load(error)
+            text = error.read().decode(errors="replace")
+            try:
+                body = json.loads(text)
+            except ValueError:
+                raise AssertionError(f"Prometheus {path} {params}: {error.code} {text}") from None
         if body.get("status") != "success":
             raise AssertionError(f"Prometheus {path} {params}: {body}")
         return body["data"]
@@ -314,4 +318,14 @@ def start_prometheus(workdir: Path, targets: Mapping[str, str], *,
         name="prometheus", log_path=workdir / "prometheus.log")
     process.start()
     wait_for_port(port, timeout=60, process=process)
+
+    def ready() -> bool:
+        # The port opens before the TSDB is loaded; until then the API answers 503.
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=5) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    wait_until(ready, timeout=60, interval=0.2, what="Prometheus to be ready")
     return Prometheus(process, port)
