@@ -151,3 +151,37 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_redacts_the_keys() {
+        let cli = Cli::parse_from([
+            "detector-api",
+            "--api-key",
+            "super-secret-value",
+            "healthcheck",
+            "--key",
+            "other-secret-value",
+        ]);
+        let debug = format!("{cli:?}");
+        assert!(!debug.contains("super-secret-value"), "{debug}");
+        assert!(!debug.contains("other-secret-value"), "{debug}");
+        assert!(debug.contains("<redacted>"), "{debug}");
+    }
+
+    #[test]
+    fn defaults_are_the_documented_production_values() {
+        let config = Cli::parse_from(["detector-api"]).config;
+        assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.metrics_bind.to_string(), "127.0.0.1:9464");
+        assert_eq!(config.max_concurrent_jobs, 4);
+        assert_eq!(config.retry_after_secs, 1);
+        assert_eq!(config.max_body_bytes, 65536);
+        assert_eq!((config.min_tokens, config.max_tokens), (16, 512));
+        assert_eq!(config.log_format, LogFormat::Text);
+        assert_eq!(config.shutdown_grace_secs, 20);
+    }
+}

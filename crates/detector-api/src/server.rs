@@ -145,6 +145,13 @@ async fn load_model(
     detector_config: inference::DetectorConfig,
     metrics: &Metrics,
 ) -> anyhow::Result<Arc<Detector>> {
+    if !path.exists() {
+        anyhow::bail!(
+            "the model file {} does not exist: run scripts/fetch-model, or point \
+             DETECTOR_MODEL_PATH at the GGUF weights",
+            path.display()
+        );
+    }
     let started = Instant::now();
     let owned_path = path.to_owned();
     // Loading reads and dequantizes the weights: blocking work, off the async thread.

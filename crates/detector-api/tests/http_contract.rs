@@ -461,6 +461,14 @@ async fn healthz_reports_model_version_and_revision() {
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"), "{body}");
     let expected_revision = option_env!("DETECTOR_REVISION").unwrap_or("unknown");
     assert_eq!(body["revision"], expected_revision, "{body}");
+    let head = server
+        .client
+        .head(server.url("/healthz"))
+        .bearer_auth(ENV_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
 }
 
 #[tokio::test]

@@ -98,3 +98,25 @@ fn bad_settings_are_refused() {
         "DETECTOR_BIND",
     );
 }
+
+#[test]
+fn help_never_shows_a_key_from_the_environment() {
+    let output = std::process::Command::new(common::bin())
+        .arg("--help")
+        .env("DETECTOR_API_KEY", "help-must-not-show-this")
+        .env("DETECTOR_HEALTHCHECK_KEY", "nor-this-one")
+        .output()
+        .expect("run detector-api --help");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success());
+    assert!(text.contains("DETECTOR_API_KEY"), "{text}");
+    assert!(!text.contains("help-must-not-show-this"), "{text}");
+    let output = std::process::Command::new(common::bin())
+        .args(["healthcheck", "--help"])
+        .env("DETECTOR_HEALTHCHECK_KEY", "nor-this-one")
+        .output()
+        .expect("run detector-api healthcheck --help");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("DETECTOR_HEALTHCHECK_KEY"), "{text}");
+    assert!(!text.contains("nor-this-one"), "{text}");
+}

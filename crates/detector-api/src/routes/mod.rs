@@ -15,7 +15,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/healthz")
             .route(web::get().to(healthz::healthz))
-            .default_service(web::to(fallback::method_not_allowed("GET"))),
+            .route(web::head().to(healthz::healthz))
+            .default_service(web::to(fallback::method_not_allowed("GET, HEAD"))),
     )
     .default_service(web::to(fallback::not_found));
 }
