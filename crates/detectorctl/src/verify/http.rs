@@ -8,8 +8,10 @@ use serde_json::Value;
 use super::report::Check;
 use crate::client::{error_chain, join_path, with_key, SAMPLE_TEXT};
 
-/// Paths that scanners ask for; the edge answers them with 404 (and fail2ban counts them).
-const SCANNER_PATHS: &[&str] = &["/.env", "/.git/config"];
+/// Paths that scanners ask for; the edge answers them with 404. One path only: the
+/// detector-botsearch jail counts every hit (10 in 5 minutes bans), and an operator re-running
+/// verify from outside must not ban themselves.
+const SCANNER_PATHS: &[&str] = &["/.env"];
 
 pub struct HttpTarget<'a> {
     pub client: &'a Client,
