@@ -2,8 +2,8 @@
 //! signals (SIGHUP reloads keys; SIGTERM/SIGINT drain jobs in flight, then exit).
 
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use actix_web::dev::ServerHandle;
 use actix_web::middleware::{from_fn, ErrorHandlers};
@@ -121,13 +121,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let api_handle = api.handle();
     let metrics_handle = metrics_server.handle();
     let metrics_task = actix_web::rt::spawn(metrics_server);
-    let signals = actix_web::rt::spawn(handle_signals(api_handle, keys, metrics.clone()));
+    let shutdown_started = Arc::new(OnceLock::new());
+    let signals = actix_web::rt::spawn(handle_signals(
+        api_handle,
+        keys,
+        metrics.clone(),
+        shutdown_started.clone(),
+    ));
 
     api.await.context("the API server failed")?;
     signals.abort();
 
-    // Jobs whose clients went away still hold their slots; give them what is left of the grace.
-    let drained = slots.wait_idle(config.shutdown_grace()).await;
+    // Jobs whose clients went away still hold their slots; give them what is left of the grace
+    // (one grace period in all, counted from the signal).
+    let elapsed = shutdown_started
+        .get()
+        .map_or(Duration::ZERO, Instant::elapsed);
+    let drained = slots
+        .wait_idle(config.shutdown_grace().saturating_sub(elapsed))
+        .await;
     if !drained {
         tracing::warn!(
             jobs = slots.busy(),
@@ -173,7 +185,12 @@ async fn load_model(
     Ok(Arc::new(detector))
 }
 
-async fn handle_signals(api: ServerHandle, keys: Arc<KeyRing>, metrics: Arc<Metrics>) {
+async fn handle_signals(
+    api: ServerHandle,
+    keys: Arc<KeyRing>,
+    metrics: Arc<Metrics>,
+    shutdown_started: Arc<OnceLock<Instant>>,
+) {
     let (Ok(mut hangup), Ok(mut terminate), Ok(mut interrupt)) = (
         signal(SignalKind::hangup()),
         signal(SignalKind::terminate()),
@@ -190,6 +207,7 @@ async fn handle_signals(api: ServerHandle, keys: Arc<KeyRing>, metrics: Arc<Metr
             _ = interrupt.recv() => break,
         }
     }
+    let _ = shutdown_started.set(Instant::now());
     tracing::info!("Shutting down: no new connections; draining jobs in flight.");
     // Graceful: in-flight requests finish (bounded by the server's shutdown timeout).
     api.stop(true).await;

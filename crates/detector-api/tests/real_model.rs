@@ -17,7 +17,9 @@ fn long_text() -> String {
 }
 
 /// Starts a long job and returns once it holds the only slot.
-async fn start_long_job(server: &Server) -> tokio::task::JoinHandle<reqwest::Response> {
+async fn start_long_job(
+    server: &Server,
+) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
     let client = server.client.clone();
     let url = server.url("/score");
     let job = tokio::spawn(async move {
@@ -27,7 +29,6 @@ async fn start_long_job(server: &Server) -> tokio::task::JoinHandle<reqwest::Res
             .json(&serde_json::json!({ "text": long_text() }))
             .send()
             .await
-            .expect("long job")
     });
     server
         .wait_metric(
@@ -104,7 +105,7 @@ async fn real_model_scores_saturates_and_drains() {
         saturated >= 1,
         "no request was refused while the only slot was busy"
     );
-    let first = job.await.unwrap();
+    let first = job.await.unwrap().expect("the long job");
     assert_eq!(first.status(), 200);
     let first = json(first).await;
     assert_eq!(first["tokens"], 512, "{first}");
@@ -118,7 +119,7 @@ async fn real_model_scores_saturates_and_drains() {
     // SIGTERM while a job runs: the job finishes and answers 200, then the process exits 0.
     let job = start_long_job(&server).await;
     server.signal("TERM");
-    let drained = job.await.unwrap();
+    let drained = job.await.unwrap().expect("the job in flight");
     assert_eq!(drained.status(), 200, "the job in flight was dropped");
     let status = server.wait_exit(Duration::from_secs(90));
     assert_eq!(status.code(), Some(0), "{}", server.logs());
@@ -130,4 +131,32 @@ async fn real_model_scores_saturates_and_drains() {
         .send()
         .await
         .is_err());
+}
+
+/// The grace period bounds the drain: with none at all, SIGTERM exits 0 at once and the job in
+/// flight is abandoned (its client sees the connection close, not a hang).
+#[tokio::test]
+async fn sigterm_does_not_wait_beyond_the_grace_period() {
+    let mut server = ServerBuilder::new()
+        .real_model()
+        .env("DETECTOR_MAX_CONCURRENT_JOBS", "1")
+        .env("DETECTOR_SHUTDOWN_GRACE_SECS", "0")
+        .start()
+        .await;
+    let job = start_long_job(&server).await;
+    server.signal("TERM");
+    let status = server.wait_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{}", server.logs());
+    assert!(
+        server
+            .logs()
+            .contains("Grace period over with jobs still running"),
+        "{}",
+        server.logs()
+    );
+    let abandoned = job.await.unwrap();
+    assert!(
+        abandoned.is_err(),
+        "the job answered although the grace period was zero"
+    );
 }
