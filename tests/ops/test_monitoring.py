@@ -114,6 +114,34 @@ def test_mtail_programs_compile():
     run([mtail, "--compile_only", "--progs", str(MTAIL_PROGS), "--logtostderr"])
 
 
+def test_textfile_collector_reports_a_broken_source_and_keeps_the_others(tmp_path):
+    """fail2ban down and a certificate path that does not exist: those collectors say 0 (which
+    HostMetricsCollectorFailing reads), the log directories are still reported, the run exits 1."""
+    require_tool("fail2ban-client")
+    require_tool("openssl")
+    from harness.monitoring import TEXTFILE_COLLECTOR, parse_exposition
+    output = tmp_path / "detector.prom"
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin",
+           "DETECTOR_METRICS_TEXTFILE": str(output),
+           "DETECTOR_METRICS_JAILS": "detector-auth",
+           "DETECTOR_METRICS_FAIL2BAN_SOCKET": str(tmp_path / "no-fail2ban.sock"),
+           "DETECTOR_METRICS_CERT_FILES": str(tmp_path / "missing.pem"),
+           "DETECTOR_METRICS_TLS_TARGETS": "",
+           "DETECTOR_METRICS_SYSTEMCTL": str(_fake_systemctl(tmp_path / "systemctl",
+                                                             result="success", timer="active")),
+           "DETECTOR_METRICS_LOG_DIRS": str(tmp_path)}
+    done = run(["python3", str(TEXTFILE_COLLECTOR)], env=env, check=False)
+    assert done.returncode == 1
+    assert "fail2ban" in done.stderr and "missing.pem" in done.stderr
+    samples = parse_exposition(output.read_text())
+    success = {dict(labels)["collector"]: v for (name, labels), v in samples.items()
+               if name == "detector_textfile_collector_success"}
+    assert success == {"fail2ban": 0, "certificates": 0, "renewal": 1, "log_dirs": 1}
+    assert value(samples, "detector_log_dir_filesystem_size_bytes", dir=str(tmp_path)) > 0
+    assert not [f for f in tmp_path.iterdir() if f.name.startswith(".detector-")], \
+        "a temporary file was left beside the textfile"
+
+
 # --- the dashboard and the compose profile ------------------------------------------------------
 
 def test_dashboard_has_the_on_call_panels():
