@@ -125,7 +125,7 @@ fn new_revoke_and_rotate_reach_the_running_service() {
     assert_eq!(report["status"]["200"], 8, "{report}");
 
     // Rotate bob: both keys work during the overlap, only the new one after it.
-    let bob2 = issued_key(&["rotate", "bob", "--overlap", "4s", "--pid", &pid], kf);
+    let bob2 = issued_key(&["rotate", "bob", "--overlap", "8s", "--pid", &pid], kf);
     wait_status(&service, &bob2, 200);
     wait_status(&service, &bob, 200);
     wait_status(&service, &bob, 401);

@@ -13,6 +13,7 @@ use super::report::Check;
 /// The OCI label that carries the commit the image was built from.
 pub const REVISION_LABEL: &str = "org.opencontainers.image.revision";
 const SERVICE_LABEL: &str = "com.docker.compose.service";
+const ONEOFF_LABEL: &str = "com.docker.compose.oneoff";
 
 #[derive(Debug, Clone)]
 pub struct CommandOutput {
@@ -328,6 +329,8 @@ pub fn parse_inspect(json: &str) -> Result<Vec<ContainerState>, serde_json::Erro
     let items: Vec<Value> = serde_json::from_str(json)?;
     Ok(items
         .iter()
+        // `compose run` leaves one-off containers with the service's label: not the service.
+        .filter(|c| c["Config"]["Labels"][ONEOFF_LABEL].as_str() != Some("True"))
         .map(|c| {
             let labels = &c["Config"]["Labels"];
             let text = |v: &Value| v.as_str().map(str::to_owned);
@@ -617,7 +620,10 @@ mod tests {
         serde_json::json!([
             {"Config": {"Labels": {SERVICE_LABEL: "nginx"}}, "State": {"Status": "running"}},
             {"Config": {"Labels": {SERVICE_LABEL: "detector", REVISION_LABEL: revision}},
-             "State": {"Status": "running", "Health": {"Status": detector_health}}}
+             "State": {"Status": "running", "Health": {"Status": detector_health}}},
+            // A stopped `compose run detector ...` left behind: ignored.
+            {"Config": {"Labels": {SERVICE_LABEL: "detector", ONEOFF_LABEL: "True"}},
+             "State": {"Status": "exited"}}
         ])
         .to_string()
     }
