@@ -13,9 +13,11 @@ mod keys;
 mod limiter;
 mod logging;
 mod metrics;
+mod metrics_endpoint;
 mod observe;
 mod routes;
 mod server;
+mod signals;
 mod state;
 
 use std::process::ExitCode;

@@ -1,24 +1,21 @@
-//! Start-up and shutdown: load keys and model, start the API and metrics listeners, react to
-//! signals (SIGHUP reloads keys; SIGTERM/SIGINT drain jobs in flight, then exit).
+//! Start-up and shutdown: load keys and model, start the API and metrics listeners, and after a
+//! SIGTERM (see `signals`) let the jobs in flight finish within the grace period.
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use actix_web::dev::ServerHandle;
 use actix_web::middleware::{from_fn, ErrorHandlers};
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use inference::Detector;
-use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::Config;
-use crate::error::{error_response, ApiError};
 use crate::keys::KeyRing;
 use crate::limiter::JobSlots;
 use crate::metrics::Metrics;
 use crate::state::AppState;
-use crate::{build_info, json_errors, observe, routes};
+use crate::{build_info, json_errors, metrics_endpoint, observe, routes, signals};
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(
@@ -26,6 +23,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         revision = build_info::REVISION,
         "Starting detector-api."
     );
+    let installed_signals =
+        signals::Signals::install().context("cannot install the signal handlers")?;
     let env_key = config.api_key()?;
     let short_env_key = env_key.as_ref().is_some_and(|k| k.expose().len() < 16);
     let keys = Arc::new(
@@ -74,41 +73,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .with_context(|| format!("cannot listen on {} (DETECTOR_BIND)", config.bind))?
     .run();
 
-    let metrics_for_server = metrics.clone();
-    let metrics_server = HttpServer::new(move || {
-        let metrics = metrics_for_server.clone();
-        App::new()
-            .route(
-                "/metrics",
-                web::get().to(move || {
-                    let body = metrics.render();
-                    async move {
-                        HttpResponse::Ok()
-                            .content_type("text/plain; version=0.0.4; charset=utf-8")
-                            .body(body)
-                    }
-                }),
-            )
-            .default_service(web::to(|| async {
-                error_response(
-                    actix_web::http::StatusCode::NOT_FOUND,
-                    ApiError::NotFound.code(),
-                    &ApiError::NotFound.to_string(),
-                )
-            }))
-    })
-    // Scrapes are rare and cheap: one worker is plenty.
-    .workers(1)
-    .disable_signals()
-    .shutdown_timeout(1)
-    .bind(config.metrics_bind)
-    .with_context(|| {
-        format!(
-            "cannot listen on {} (DETECTOR_METRICS_BIND)",
-            config.metrics_bind
-        )
-    })?
-    .run();
+    let metrics_server = metrics_endpoint::server(metrics.clone(), config.metrics_bind)?;
 
     tracing::info!(
         bind = %config.bind,
@@ -122,7 +87,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let metrics_handle = metrics_server.handle();
     let metrics_task = actix_web::rt::spawn(metrics_server);
     let shutdown_started = Arc::new(OnceLock::new());
-    let signals = actix_web::rt::spawn(handle_signals(
+    let signal_task = actix_web::rt::spawn(signals::handle(
+        installed_signals,
         api_handle,
         keys,
         metrics.clone(),
@@ -130,7 +96,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ));
 
     api.await.context("the API server failed")?;
-    signals.abort();
+    signal_task.abort();
 
     // Jobs whose clients went away still hold their slots; give them what is left of the grace
     // (one grace period in all, counted from the signal).
@@ -183,52 +149,4 @@ async fn load_model(
         "Model loaded."
     );
     Ok(Arc::new(detector))
-}
-
-async fn handle_signals(
-    api: ServerHandle,
-    keys: Arc<KeyRing>,
-    metrics: Arc<Metrics>,
-    shutdown_started: Arc<OnceLock<Instant>>,
-) {
-    let (Ok(mut hangup), Ok(mut terminate), Ok(mut interrupt)) = (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("Cannot install signal handlers; stopping.");
-        api.stop(true).await;
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = hangup.recv() => reload_keys(&keys, &metrics),
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
-        }
-    }
-    let _ = shutdown_started.set(Instant::now());
-    tracing::info!("Shutting down: no new connections; draining jobs in flight.");
-    // Graceful: in-flight requests finish (bounded by the server's shutdown timeout).
-    api.stop(true).await;
-}
-
-fn reload_keys(keys: &KeyRing, metrics: &Metrics) {
-    if keys.key_file().is_none() {
-        tracing::info!("SIGHUP received; no key file is configured, nothing to reload.");
-        return;
-    }
-    // The key file is small; reading it inline is cheaper than a trip to the blocking pool.
-    match keys.reload() {
-        Ok(store) => {
-            let active = store.active_count();
-            metrics.key_reloads.with_label_values(&["ok"]).inc();
-            metrics.keys_loaded.set(active as i64);
-            tracing::info!(keys = active, "Key file reloaded.");
-        }
-        Err(e) => {
-            metrics.key_reloads.with_label_values(&["error"]).inc();
-            tracing::error!(error = %e, "Key file reload failed; the previous keys stay in force.");
-        }
-    }
 }
