@@ -14,6 +14,7 @@ mod generation;
 mod gguf;
 mod linear;
 mod model;
+mod threads;
 mod tokenizer;
 
 pub mod testing;
@@ -103,6 +104,7 @@ pub struct Detector {
     info: ModelInfo,
     config: DetectorConfig,
     calibration: Calibration,
+    threads_per_job: usize,
 }
 
 /// SHA-256 of a file, streamed so the whole file is never held twice in memory.
@@ -159,6 +161,7 @@ impl Detector {
             info: ModelInfo { name, sha256_short: sha256[..12].to_string() },
             config: DetectorConfig { min_tokens, max_tokens },
             calibration: Calibration::default(),
+            threads_per_job: 1,
         })
     }
 
@@ -166,6 +169,16 @@ impl Detector {
     pub fn with_calibration(mut self, calibration: Calibration) -> Self {
         self.calibration = calibration;
         self
+    }
+
+    /// Threads one `score` call uses (default 1: the service runs jobs side by side instead).
+    pub fn with_threads_per_job(mut self, threads: usize) -> Self {
+        self.threads_per_job = threads.max(1);
+        self
+    }
+
+    pub fn threads_per_job(&self) -> usize {
+        self.threads_per_job
     }
 
     pub fn model_info(&self) -> &ModelInfo {
@@ -200,13 +213,15 @@ impl Detector {
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.model.vocab_size()) {
             return Err(InferenceError::Compute(format!("token id {bad} is outside the vocabulary")));
         }
-        let logits = self.model.forward(ids, None, 0, ids.len() - 1)?;
-        let vocab = self.model.vocab_size();
-        let flat = logits
-            .flatten_all()
-            .and_then(|t| t.to_vec1::<f32>())
-            .map_err(|e| InferenceError::Compute(e.to_string()))?;
-        Ok(signals_from_logits(&flat, vocab, ids))
+        threads::run_with_threads(self.threads_per_job, || {
+            let logits = self.model.forward(ids, None, 0, ids.len() - 1)?;
+            let vocab = self.model.vocab_size();
+            let flat = logits
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .map_err(|e| InferenceError::Compute(e.to_string()))?;
+            Ok(signals_from_logits(&flat, vocab, ids))
+        })
     }
 
     /// Scores `text`: tokenize, apply the limits, one forward pass, criterion, calibration.
@@ -235,6 +250,8 @@ impl Detector {
 
     /// Samples a continuation of `prompt` (calibration data): returns the generated ids only.
     pub fn generate(&self, prompt: &[u32], sampling: &Sampling) -> Result<Vec<u32>, InferenceError> {
-        generation::generate(&self.model, self.tokenizer.eos_id(), prompt, sampling)
+        threads::run_with_threads(self.threads_per_job, || {
+            generation::generate(&self.model, self.tokenizer.eos_id(), prompt, sampling)
+        })
     }
 }
