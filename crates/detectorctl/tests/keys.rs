@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -203,4 +204,50 @@ fn keys_commands_refuse_what_they_cannot_do() {
         "reading --pid-file",
     );
     assert!(!std::fs::read_to_string(kf).unwrap().contains("app2"));
+
+    // --compose-service runs `COMPOSE kill -s HUP SERVICE`; a stand-in compose records it.
+    let record = dir.path().join("compose-args");
+    let compose = dir.path().join("compose");
+    std::fs::write(
+        &compose,
+        format!("#!/bin/sh\necho \"$*\" > {}\n", record.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&compose, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let compose = compose.to_str().unwrap();
+    issued_key(
+        &[
+            "new",
+            "app3",
+            "--compose-service",
+            "detector",
+            "--compose-cmd",
+            compose,
+        ],
+        kf,
+    );
+    assert_eq!(
+        std::fs::read_to_string(&record).unwrap().trim(),
+        "kill -s HUP detector"
+    );
+    // A reload that fails after the save: the key is still printed (it exists now), and the
+    // command fails saying the service was not told.
+    let failing = keys(
+        &[
+            "new",
+            "app4",
+            "--compose-service",
+            "detector",
+            "--compose-cmd",
+            "false",
+        ],
+        kf,
+    );
+    assert_eq!(failing.status.code(), Some(2));
+    assert!(stdout(&failing).starts_with("det_"));
+    assert!(
+        stderr(&failing).contains("the key file is saved but the service was not reloaded"),
+        "{}",
+        stderr(&failing)
+    );
 }
