@@ -119,21 +119,38 @@ pub async fn checks<R: CommandRunner>(args: &VerifyArgs, runner: &R) -> anyhow::
     row!("scanner-404", http::scanner_paths(&target).await);
 
     let timeout = Duration::from_secs(args.probe_timeout_secs);
-    let ip = match target_ip(connect, &name) {
-        Ok(ip) => ip,
-        Err(e) => {
-            rows.push(Check::fail(
-                "resolve",
-                format!("{name}: {e}"),
-                "DNS for the name, or --connect-to IP",
-            ));
-            return Ok(Report::new(rows));
+    match target_ip(connect, &name) {
+        Ok(ip) => {
+            for check in socket_checks(args, &name, ip, timeout).await? {
+                row!(check.name.clone().as_str(), check);
+            }
         }
-    };
-    let tls_rows = if connect.url.scheme() == "https" {
+        // Without an address there is nothing to probe; the host rows below still run.
+        Err(e) => rows.push(Check::fail(
+            "resolve",
+            format!("{name}: {e}"),
+            "DNS for the name, or --connect-to IP",
+        )),
+    }
+
+    if args.host {
+        rows.extend(host::host_checks(runner, &args.host_args, &skipped).await);
+    }
+    Ok(Report::new(rows))
+}
+
+/// The rows that open their own connections: the certificate, old TLS versions, closed ports.
+async fn socket_checks(
+    args: &VerifyArgs,
+    name: &str,
+    ip: IpAddr,
+    timeout: Duration,
+) -> anyhow::Result<Vec<Check>> {
+    let connect = &args.connect;
+    let mut rows = if connect.url.scheme() == "https" {
         let tls = TlsTarget {
             addr: SocketAddr::new(ip, connect.url.port_or_known_default().unwrap_or(443)),
-            name: name.clone(),
+            name: name.to_owned(),
             ca_file: connect.ca_file.clone(),
             timeout,
         };
@@ -152,26 +169,17 @@ pub async fn checks<R: CommandRunner>(args: &VerifyArgs, runner: &R) -> anyhow::
             .map(|n| Check::fail(*n, why.clone(), "use https://HOST as --url"))
             .collect()
     };
-    for check in tls_rows {
-        row!(check.name.clone().as_str(), check);
-    }
-
     let ports = args.closed_ports.clone();
-    let port_rows = tokio::task::spawn_blocking(move || {
-        ports
-            .iter()
-            .map(|p| ports::closed_port_check(ip, *p, timeout))
-            .collect::<Vec<_>>()
-    })
-    .await?;
-    for check in port_rows {
-        row!(check.name.clone().as_str(), check);
-    }
-
-    if args.host {
-        rows.extend(host::host_checks(runner, &args.host_args, &skipped).await);
-    }
-    Ok(Report::new(rows))
+    rows.extend(
+        tokio::task::spawn_blocking(move || {
+            ports
+                .iter()
+                .map(|p| ports::closed_port_check(ip, *p, timeout))
+                .collect::<Vec<_>>()
+        })
+        .await?,
+    );
+    Ok(rows)
 }
 
 /// The address the probes dial: `--connect-to`, or the first address the name resolves to.
