@@ -43,12 +43,14 @@ pub enum KeysCommand {
     },
     /// Revoke every key of a client at once: the one-line revocation.
     Revoke {
+        /// The client's name, as `keys list` shows it.
         id: String,
         #[command(flatten)]
         reload: ReloadArgs,
     },
     /// Issue a new key for a client; its current key keeps working for the overlap, then expires.
     Rotate {
+        /// The client's name, as `keys list` shows it.
         id: String,
         /// How long the old key stays valid: seconds, or a number with s, m, h or d.
         #[arg(long, default_value = "24h", value_parser = parse_duration)]
