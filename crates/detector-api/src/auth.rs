@@ -1,19 +1,20 @@
 //! The `Authenticated` extractor: a handler that takes it only runs for a valid key. The key id
-//! goes into the request's extensions for the request log; the key itself goes nowhere.
+//! goes to the request log; the key itself goes nowhere.
 
 use std::future::{ready, Ready};
 
 use actix_web::dev::Payload;
 use actix_web::http::header::{HeaderName, AUTHORIZATION};
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
-use auth::{presented_key, KeyId};
+use auth::presented_key;
 
 use crate::error::ApiError;
+use crate::observe::KeyIdCell;
 use crate::state::AppState;
 
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
-/// Proof that the request carried a valid key (its id is in the request's extensions).
+/// Proof that the request carried a valid key (its id goes to the request log's `KeyIdCell`).
 #[derive(Debug, Clone, Copy)]
 pub struct Authenticated;
 
@@ -38,6 +39,8 @@ fn authenticate(req: &HttpRequest) -> Result<Authenticated, ApiError> {
     let api_key: Vec<&[u8]> = headers.get_all(X_API_KEY).map(|v| v.as_bytes()).collect();
     let presented = presented_key(&authorization, &api_key)?;
     let id = state.keys.snapshot().verify(presented)?;
-    req.extensions_mut().insert::<KeyId>(id);
+    if let Some(cell) = req.extensions().get::<KeyIdCell>() {
+        cell.set(id);
+    }
     Ok(Authenticated)
 }

@@ -116,6 +116,34 @@ async fn real_model_scores_saturates_and_drains() {
         saturated as f64
     );
 
+    // A client that gives up mid-job: its request is still counted exactly once, and the slot
+    // comes back when the computation ends.
+    let scored_before = metrics.get("detector_http_requests_total", &[("route", "/score")]);
+    let job = start_long_job(&server).await;
+    job.abort();
+    let _ = job.await;
+    server
+        .wait_metric(
+            "detector_inference_jobs_in_flight",
+            &[],
+            |v| v == 0.0,
+            Duration::from_secs(120),
+        )
+        .await;
+    server
+        .wait_metric(
+            "detector_http_requests_total",
+            &[("route", "/score")],
+            |v| v > scored_before,
+            Duration::from_secs(30),
+        )
+        .await;
+    let counted = server
+        .scrape()
+        .await
+        .get("detector_http_requests_total", &[("route", "/score")]);
+    assert_eq!(counted, scored_before + 1.0, "{}", server.logs());
+
     // SIGTERM while a job runs: the job finishes and answers 200, then the process exits 0.
     let job = start_long_job(&server).await;
     server.signal("TERM");
