@@ -53,8 +53,8 @@ struct Outcome {
 }
 
 /// Where the auth extractor leaves the id of the key that authenticated the request. Shared with
-/// the record (not read from the request) because a request whose client went away is gone by
-/// the time its line is written.
+/// the record rather than read back from the request, because a dropped request is gone by the
+/// time its line is written.
 #[derive(Clone, Default)]
 pub struct KeyIdCell(Rc<OnceCell<KeyId>>);
 
