@@ -86,9 +86,21 @@ def detector_image() -> DetectorImage:
              "--vendor", "--tag", IMAGE], timeout=IMAGE_BUILD_TIMEOUT)
         seconds = time.monotonic() - started
         revision = run(["git", "-C", str(clone), "rev-parse", "HEAD"]).stdout.strip()
+    _forget_older_builds(revision)
     _built = DetectorImage(name=IMAGE, revision=revision, untracked_probe=UNTRACKED_PROBE,
                            build_seconds=seconds)
     return _built
+
+
+def _forget_older_builds(revision: str) -> None:
+    """Untag the images of earlier test runs (one per commit), so a CI machine's disk does not
+    fill with them; the layers that are still cache for the next build stay."""
+    repository = IMAGE.rsplit(":", 1)[0]
+    keep = {"latest", revision[:12]}
+    tags = run(["docker", "image", "ls", "--format", "{{.Tag}}", repository]).stdout.split()
+    stale = [f"{repository}:{t}" for t in tags if t not in keep and t != "<none>"]
+    if stale:
+        run(["docker", "image", "rm", *stale], check=False)
 
 
 def compose_command() -> list[str]:
