@@ -37,12 +37,15 @@ done
 root=$(cd "$root" && pwd)
 prefix=${root%/}  # "" for the real root, so paths print as the host will see them
 
-# Host directories the Compose stack bind-mounts: nginx's dedicated access log (fail2ban and
-# logrotate read it) and the ACME webroot certbot writes and nginx serves. Docker would create
-# missing ones at `up`, but fail2ban and the certbot bootstrap need them before the first start.
+# Host directories the Compose stack bind-mounts (path, mode, group): nginx's dedicated access
+# log (fail2ban and logrotate read it), the ACME webroot certbot writes and nginx serves, and
+# the key file's directory, readable by the detector's group (gid 10001, fixed in the
+# Dockerfile) and no one else. Docker would create missing ones at `up`, as root and 0755, but
+# fail2ban and the certbot bootstrap need theirs before the first start.
 STACK_DIRS=(
-  "/var/log/detector-stack 0755"
-  "/var/www/certbot 0755"
+  "/var/log/detector-stack 0755 0"
+  "/var/www/certbot 0755 0"
+  "/etc/detector-stack/keys 0750 10001"
 )
 
 changed=0
@@ -110,9 +113,9 @@ done
 
 # --- 2. directories ---------------------------------------------------------------------------
 for entry in "${STACK_DIRS[@]}"; do
-  read -r dir mode <<<"$entry"
+  read -r dir mode group <<<"$entry"
   if [[ ! -d "$prefix$dir" ]]; then
-    act "create directory $dir (mode $mode)" install -d -m "$mode" "$prefix$dir"
+    act "create directory $dir (mode $mode, group $group)" install -d -m "$mode" -g "$group" "$prefix$dir"
   fi
 done
 

@@ -63,6 +63,7 @@ class Stack:
             "DETECTOR_ACME_WEBROOT": str(self.webroot),
             "DETECTOR_LOG_DIR": str(self.log_dir),
             "DETECTOR_MODELS_DIR": str(REPO_ROOT / "models"),
+            "DETECTOR_KEYS_DIR": str(tmp / "keys"),
         }
         edge_log = _edge_env()["DETECTOR_EDGE_LOG"]
         # The container path /var/log/detector-stack/<file> is the host's log_dir/<file>.
@@ -117,7 +118,7 @@ def stack(tmp_path_factory):
     image = detector_image()
     tmp = tmp_path_factory.mktemp("compose")
     s = Stack(tmp)
-    for d in (s.webroot, s.log_dir):
+    for d in (s.webroot, s.log_dir, tmp / "keys"):
         d.mkdir()
     # The throwaway certificate, where certbot would put it (live/<name>/).
     ca = make_ca(tmp / "ca")
