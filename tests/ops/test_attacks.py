@@ -175,6 +175,12 @@ CASES: list[Case] = [
                headers=[("Transfer-Encoding", "chunked")]),
          400, "bad_request", "Content-Length with Transfer-Encoding is refused (RFC 9112 6.3): "
          "no smuggled second request"),
+    Case("unknown_transfer_encoding", score(b"{}", content_length=False,
+                                            headers=[("Transfer-Encoding", "gzip")]),
+         501, "not_implemented", "nginx reads no transfer coding but chunked"),
+    Case("obfuscated_transfer_encoding", score(chunked(SHORT_TEXT), content_length=False,
+                                               headers=[("Transfer-Encoding", " chunked, identity")]),
+         501, "not_implemented", "only the exact coding `chunked` is read: no parser differential"),
     Case("two_content_lengths", score(SHORT_TEXT, headers=[("Content-Length", "1")]),
          400, "bad_request", "conflicting lengths are refused"),
     Case("negative_content_length", score(b"{}", content_length=False,
@@ -261,6 +267,9 @@ CASES: list[Case] = [
          "not HTTP", logged=False),
     Case("http_0_9", b"GET /healthz\r\n", CLOSED, None,
          "HTTP/0.9 has no Host: the catch-all server closes", logged=False),
+    Case("http_version_2_in_request_line", get("/healthz", version="HTTP/2.0"), 505,
+         "http_version_not_supported", "HTTP/2 is negotiated with ALPN, not written in a request "
+         "line", logged=False),
     Case("te_with_http10", score(chunked(SHORT_TEXT), content_length=False, version="HTTP/1.0",
                                  headers=[("Transfer-Encoding", "chunked")]),
          400, "bad_request", "HTTP/1.0 has no chunked encoding"),
