@@ -56,6 +56,9 @@ class Stack:
         self.env = {
             **os.environ,
             "DETECTOR_STACK_DIR": str(REPO_ROOT),
+            # This host's own settings for the wrapper, if any, must not leak into the test.
+            "DETECTOR_STACK_DEFAULTS": str(tmp / "no-defaults"),
+            "DETECTOR_STACK_COMPOSE_FILES": "compose.yaml",
             "COMPOSE_PROJECT_NAME": PROJECT,
             "DETECTOR_API_KEY": API_KEY,
             "DETECTOR_HOSTNAME": HOSTNAME,

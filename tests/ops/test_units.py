@@ -149,8 +149,10 @@ def _fake_tools(directory: Path, *, compose_v2: bool) -> Path:
 @pytest.mark.parametrize("compose_v2", [True, False], ids=["compose-v2", "compose-1.29"])
 def test_the_unit_command_waits_for_health_only_where_compose_can(tmp_path, compose_v2):
     log = _fake_tools(tmp_path / "bin", compose_v2=compose_v2)
-    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "DETECTOR_STACK_DIR": str(REPO_ROOT)}
-    env.pop("COMPOSE_PROJECT_NAME", None)
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "DETECTOR_STACK_DIR": str(REPO_ROOT),
+           "DETECTOR_STACK_DEFAULTS": str(tmp_path / "no-defaults")}
+    for name in ("COMPOSE_PROJECT_NAME", "DETECTOR_STACK_COMPOSE_FILES", "COMPOSE_PROFILES"):
+        env.pop(name, None)
     wrapper = str(REPO_ROOT / "host" / "detector-stack-compose")
     run([wrapper, "up"], env=env)
     run([wrapper, "down"], env=env)
@@ -160,3 +162,28 @@ def test_the_unit_command_waits_for_health_only_where_compose_can(tmp_path, comp
     wait = " --wait" if compose_v2 else ""
     assert up == f"{common} up --detach --no-build --remove-orphans{wait}"
     assert down == f"{common} down --remove-orphans"
+
+
+def test_overlay_files_from_the_defaults_file_reach_every_command(tmp_path):
+    """An enabled overlay (compose/monitoring.yaml) is in `up` and `down` alike, so neither treats
+    its containers as orphans, and the boot unit brings it back."""
+    log = _fake_tools(tmp_path / "bin", compose_v2=False)
+    defaults = tmp_path / "detector-stack"
+    defaults.write_text(f'DETECTOR_STACK_DIR={REPO_ROOT}\n'
+                        'DETECTOR_STACK_COMPOSE_FILES="compose.yaml monitoring.yaml"\n'
+                        'COMPOSE_PROFILES=monitoring\nIGNORED=1\n')
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DETECTOR_STACK_DIR", "DETECTOR_STACK_COMPOSE_FILES", "COMPOSE_PROFILES",
+                        "COMPOSE_PROJECT_NAME")}
+    env.update(PATH=f"{tmp_path / 'bin'}:/usr/bin:/bin", DETECTOR_STACK_DEFAULTS=str(defaults))
+    wrapper = str(REPO_ROOT / "host" / "detector-stack-compose")
+    run([wrapper, "up"], env=env)
+    run([wrapper, "down"], env=env)
+    files = (f"--file {REPO_ROOT}/compose/compose.yaml --file {REPO_ROOT}/compose/monitoring.yaml")
+    up, down = log.read_text().splitlines()
+    assert up.startswith(f"docker-compose --project-name detector-stack {files} up ")
+    assert down == f"docker-compose --project-name detector-stack {files} down --remove-orphans"
+
+    env["DETECTOR_STACK_COMPOSE_FILES"] = "../etc/passwd"
+    refused = run([wrapper, "ps"], env=env, check=False)
+    assert refused.returncode == 2 and "give a file name under compose/" in refused.stderr
