@@ -73,19 +73,25 @@ def encode(tokenizer, text):
     return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
 
-def signals(model, ids):
-    """criterion, mean log-prob, mean entropy of a token sequence (len >= 2)."""
+def signals(model, ids, precise=True):
+    """criterion, mean log-prob, mean entropy of a token sequence (len >= 2).
+
+    precise: statistics in float64 (golden values); otherwise float32, as the published
+    Fast-DetectGPT code does (benchmark).
+    """
     import torch
 
     with torch.no_grad():
-        logits = model(torch.tensor([ids])).logits[0, :-1].to(torch.float64)
-    logp = torch.log_softmax(logits, dim=-1)
-    p = logp.exp()
-    target = torch.tensor(ids[1:]).unsqueeze(-1)
-    lp = logp.gather(-1, target).squeeze(-1)
-    mu = (p * logp).sum(-1)
-    var = (p * logp.square()).sum(-1) - mu.square()
-    criterion = (lp.sum() - mu.sum()) / var.sum().sqrt()
+        logits = model(torch.tensor([ids])).logits[0, :-1]
+        if precise:
+            logits = logits.to(torch.float64)
+        logp = torch.log_softmax(logits, dim=-1)
+        p = logp.exp()
+        target = torch.tensor(ids[1:]).unsqueeze(-1)
+        lp = logp.gather(-1, target).squeeze(-1)
+        mu = (p * logp).sum(-1)
+        var = (p * logp.square()).sum(-1) - mu.square()
+        criterion = (lp.sum() - mu.sum()) / var.sum().sqrt()
     return float(criterion), float(lp.mean()), float(-mu.mean())
 
 
@@ -148,11 +154,11 @@ def cmd_bench(args):
     print(f"{'tokens':>6} {'median_s':>9} {'tokens_per_s':>12} {'peak_rss_mib':>12}")
     for n in args.sizes:
         ids = bench_ids(n)
-        signals(model, ids)  # warm-up
+        signals(model, ids, precise=False)  # warm-up
         times = []
         for _ in range(args.runs):
             t = time.perf_counter()
-            signals(model, ids)
+            signals(model, ids, precise=False)
             times.append(time.perf_counter() - t)
         median = statistics.median(times)
         print(f"{n:>6} {median:>9.4f} {n / median:>12.1f} {peak_rss_mib():>12.0f}", flush=True)

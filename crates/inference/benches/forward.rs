@@ -26,6 +26,14 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// Time of the criterion alone (its share of `median_s`), on synthetic logits of the same shape.
+fn criterion_seconds(ids: &[u32], vocab: usize) -> f64 {
+    let logits: Vec<f32> = (0..(ids.len() - 1) * vocab).map(|i| ((i * 2654435761) % 1000) as f32 * 0.01).collect();
+    let t = Instant::now();
+    std::hint::black_box(inference::signals_from_logits(&logits, vocab, ids));
+    t.elapsed().as_secs_f64()
+}
+
 fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok())
 }
@@ -48,7 +56,7 @@ fn main() {
         started.elapsed().as_secs_f64(),
         peak_rss_mib()
     );
-    println!("{:>6} {:>9} {:>12} {:>12}", "tokens", "median_s", "tokens_per_s", "peak_rss_mib");
+    println!("{:>6} {:>9} {:>12} {:>12} {:>11}", "tokens", "median_s", "tokens_per_s", "peak_rss_mib", "criterion_s");
     for n in sizes {
         let ids = bench_ids(n);
         detector.signals(&ids).expect("warm-up");
@@ -61,6 +69,11 @@ fn main() {
             .collect();
         times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
-        println!("{n:>6} {median:>9.4} {:>12.1} {:>12.0}", n as f64 / median, peak_rss_mib());
+        println!(
+            "{n:>6} {median:>9.4} {:>12.1} {:>12.0} {:>11.4}",
+            n as f64 / median,
+            peak_rss_mib(),
+            criterion_seconds(&ids, detector.vocab_size())
+        );
     }
 }

@@ -190,6 +190,11 @@ impl Detector {
         &self.config
     }
 
+    /// Number of tokens of the model's vocabulary (rows of its logits).
+    pub fn vocab_size(&self) -> usize {
+        self.model.vocab_size()
+    }
+
     pub fn calibration(&self) -> &Calibration {
         &self.calibration
     }
