@@ -20,8 +20,16 @@ RUN set -eu; \
         if [ -f "$crate/build.rs" ]; then cp "$crate/build.rs" "/recipe/$crate/"; fi; \
         echo 'fn main() {}' >"/recipe/$crate/src/main.rs"; \
         : >"/recipe/$crate/src/lib.rs"; \
-        # Targets a manifest names by path must exist for cargo to read the workspace.
-        for target in $(sed -n 's/^path *= *"\([^"]*\.rs\)".*/\1/p' "$manifest"); do \
+        # Every target file must exist for cargo to read the workspace: those a manifest names
+        # by path, and the benches, tests, examples and binaries found at the default places.
+        # Stubs, so only adding or removing such a file touches the recipe.
+        targets=$(sed -n 's/^path *= *"\([^"]*\.rs\)".*/\1/p' "$manifest"); \
+        for dir in benches tests examples src/bin; do \
+            if [ -d "$crate/$dir" ]; then \
+                targets="$targets $(cd "$crate" && find "$dir" -name '*.rs')"; \
+            fi; \
+        done; \
+        for target in $targets; do \
             mkdir -p "/recipe/$crate/$(dirname "$target")"; \
             echo 'fn main() {}' >"/recipe/$crate/$target"; \
         done; \
