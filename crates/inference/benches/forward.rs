@@ -3,13 +3,14 @@
 //! `tools/reference/reference.py bench`, so the two tables compare line by line.
 //!
 //!   cargo bench -p inference --bench forward -- [--threads N] [--runs R] [--sizes 32,128,...]
+//!       [--weights f32|stored]
 //!
 //! `--threads` is the number of threads one scoring job uses (the service runs one per job).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use inference::{Detector, DetectorConfig};
+use inference::{Detector, DetectorConfig, WeightFormat};
 
 /// The benchmark's token sequence, identical to the reference's `bench_ids`.
 fn bench_ids(n: usize) -> Vec<u32> {
@@ -47,12 +48,17 @@ fn main() {
         .unwrap_or_else(|| vec![32, 128, 256, 512]);
     let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
 
+    let format = match arg::<String>(&args, "--weights").as_deref() {
+        None | Some("f32") => WeightFormat::F32,
+        Some("stored") => WeightFormat::Stored,
+        Some(other) => panic!("--weights is f32 or stored, not {other}"),
+    };
     let started = Instant::now();
-    let detector = Detector::load(&model, DetectorConfig::default())
+    let detector = Detector::load_with_format(&model, DetectorConfig::default(), format)
         .expect("the real model loads (run scripts/fetch-model)")
         .with_threads_per_job(threads);
     println!(
-        "implementation candle  threads {threads}  load {:.2} s  rss after load {:.0} MiB",
+        "implementation candle ({format:?} weights)  threads {threads}  load {:.2} s  rss after load {:.0} MiB",
         started.elapsed().as_secs_f64(),
         peak_rss_mib()
     );

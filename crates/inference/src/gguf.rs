@@ -9,6 +9,7 @@ use std::io::BufReader;
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor};
 
 use crate::InferenceError;
@@ -87,12 +88,14 @@ impl GgufFile {
         self.content.tensor_infos.contains_key(name)
     }
 
+    /// Reads tensor `name` as stored (quantized or not).
+    pub(crate) fn qtensor(&mut self, name: &str) -> Result<QTensor, InferenceError> {
+        self.content.tensor(&mut self.reader, name, &Device::Cpu).map_err(|e| invalid(format!("tensor {name}: {e}")))
+    }
+
     /// Reads tensor `name` and dequantizes it to an f32 tensor on the CPU.
     pub(crate) fn f32_tensor(&mut self, name: &str) -> Result<Tensor, InferenceError> {
-        let qtensor = self
-            .content
-            .tensor(&mut self.reader, name, &Device::Cpu)
-            .map_err(|e| invalid(format!("tensor {name}: {e}")))?;
+        let qtensor = self.qtensor(name)?;
         let tensor = qtensor.dequantize(&Device::Cpu).map_err(|e| invalid(format!("tensor {name}: {e}")))?;
         tensor.to_dtype(DType::F32).map_err(|e| invalid(format!("tensor {name}: {e}")))
     }

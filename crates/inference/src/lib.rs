@@ -22,6 +22,7 @@ pub mod testing;
 pub use calibration::{Calibration, SMOLLM2_CALIBRATION};
 pub use criterion::{signals_from_logits, Signals};
 pub use generation::Sampling;
+pub use linear::WeightFormat;
 
 use gguf::GgufFile;
 use model::{Llama, LlamaConfig};
@@ -134,6 +135,11 @@ impl Detector {
     /// `min_tokens` below 2 is raised to 2 (one scored position is the least the criterion
     /// needs); `max_tokens` is capped at the model's context length and raised to `min_tokens`.
     pub fn load(path: &Path, config: DetectorConfig) -> Result<Self, InferenceError> {
+        Self::load_with_format(path, config, WeightFormat::F32)
+    }
+
+    /// `load` with a choice of weight representation (for benchmarks; production uses f32).
+    pub fn load_with_format(path: &Path, config: DetectorConfig, format: WeightFormat) -> Result<Self, InferenceError> {
         if !path.exists() {
             return Err(InferenceError::ModelMissing { path: path.to_path_buf() });
         }
@@ -141,7 +147,7 @@ impl Detector {
         let mut gguf = GgufFile::open(path)?;
         let llama_config = LlamaConfig::from_gguf(&gguf)?;
         let tokenizer = TextTokenizer::from_gguf(&gguf)?;
-        let model = Llama::load(&mut gguf, llama_config)?;
+        let model = Llama::load(&mut gguf, llama_config, format)?;
         if tokenizer.vocab_size() > model.vocab_size() {
             return Err(InferenceError::InvalidModel(format!(
                 "tokenizer has {} tokens but the embedding only {}",

@@ -7,7 +7,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use crate::gguf::GgufFile;
-use crate::linear::Dense;
+use crate::linear::{Dense, WeightFormat};
 use crate::InferenceError;
 
 /// Hyper-parameters read from the GGUF metadata (`llama.*`).
@@ -98,11 +98,17 @@ fn compute(e: candle_core::Error) -> InferenceError {
 }
 
 impl Llama {
-    pub(crate) fn load(gguf: &mut GgufFile, config: LlamaConfig) -> Result<Self, InferenceError> {
+    pub(crate) fn load(gguf: &mut GgufFile, config: LlamaConfig, format: WeightFormat) -> Result<Self, InferenceError> {
         let embedding = gguf.f32_tensor("token_embd.weight")?;
+        let load_dense = |gguf: &mut GgufFile, name: &str| -> Result<Dense, InferenceError> {
+            match format {
+                WeightFormat::F32 => Ok(Dense::f32(gguf.f32_tensor(name)?)),
+                WeightFormat::Stored => Dense::quantized(gguf.qtensor(name)?).map_err(compute),
+            }
+        };
         let mut blocks = Vec::with_capacity(config.block_count);
         for i in 0..config.block_count {
-            let mut dense = |name: &str| gguf.f32_tensor(&format!("blk.{i}.{name}.weight")).map(Dense::new);
+            let mut dense = |name: &str| load_dense(gguf, &format!("blk.{i}.{name}.weight"));
             blocks.push(Block {
                 q: dense("attn_q")?,
                 k: dense("attn_k")?,
@@ -116,10 +122,10 @@ impl Llama {
             });
         }
         let output_norm = gguf.f32_tensor("output_norm.weight")?;
-        let lm_head = if gguf.has_tensor("output.weight") {
-            Dense::new(gguf.f32_tensor("output.weight")?)
-        } else {
-            Dense::new(embedding.clone())
+        let lm_head = match (gguf.has_tensor("output.weight"), format) {
+            (true, _) => load_dense(gguf, "output.weight")?,
+            (false, WeightFormat::F32) => Dense::f32(embedding.clone()),
+            (false, WeightFormat::Stored) => load_dense(gguf, "token_embd.weight")?,
         };
         let model = Self { config, embedding, blocks, output_norm, lm_head };
         model.check_shapes()?;
@@ -131,9 +137,9 @@ impl Llama {
         let kv = c.kv_heads * c.head_dim;
         let (_, emb_hidden) = self.embedding.dims2().map_err(compute)?;
         let mut expected = vec![("token_embd", self.embedding.dims().to_vec(), vec![self.vocab_size(), c.hidden])];
-        expected.push(("lm_head", self.lm_head.weight().dims().to_vec(), vec![self.vocab_size(), emb_hidden]));
+        expected.push(("lm_head", self.lm_head.dims().to_vec(), vec![self.vocab_size(), emb_hidden]));
         for (i, b) in self.blocks.iter().enumerate() {
-            let ffn = b.gate.weight().dims().first().copied().unwrap_or(0);
+            let ffn = b.gate.dims().first().copied().unwrap_or(0);
             for (name, w, want) in [
                 ("attn_q", &b.q, vec![c.hidden, c.hidden]),
                 ("attn_k", &b.k, vec![kv, c.hidden]),
@@ -143,7 +149,7 @@ impl Llama {
                 ("ffn_up", &b.up, vec![ffn, c.hidden]),
                 ("ffn_down", &b.down, vec![c.hidden, ffn]),
             ] {
-                expected.push((name, w.weight().dims().to_vec(), want));
+                expected.push((name, w.dims().to_vec(), want));
             }
             if b.attn_norm.dims() != [c.hidden] || b.ffn_norm.dims() != [c.hidden] {
                 return Err(InferenceError::InvalidModel(format!("block {i}: norm weights have the wrong shape")));

@@ -177,3 +177,18 @@ fn labels_serialize_lowercase() {
     assert_eq!(serde_json::to_string(&Label::Ai).unwrap(), "\"ai\"");
     assert_eq!(serde_json::to_string(&Label::Uncertain).unwrap(), "\"uncertain\"");
 }
+
+#[test]
+fn weights_kept_quantized_score_close_to_f32() {
+    let (_dir, path) = tiny_model(7);
+    let f32_detector = Detector::load(&path, DetectorConfig::default()).unwrap();
+    let stored = Detector::load_with_format(&path, DetectorConfig::default(), inference::WeightFormat::Stored).unwrap();
+    let a = f32_detector.score(TEXT).unwrap();
+    let b = stored.score(TEXT).unwrap();
+    assert_eq!(a.tokens, b.tokens);
+    // The quantized path also rounds activations to 8 bits: close, not equal.
+    // (Random weights give extreme criteria, so compare relatively.)
+    let relative = (a.criterion - b.criterion).abs() / a.criterion.abs().max(1.0);
+    assert!(relative < 0.05, "{} vs {}", a.criterion, b.criterion);
+    assert!((a.mean_log_prob - b.mean_log_prob).abs() / a.mean_log_prob.abs().max(1.0) < 0.05);
+}
