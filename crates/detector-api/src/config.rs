@@ -26,6 +26,8 @@ pub enum Command {
     /// Calls /healthz on the configured bind address with the configured key; exits 0 when the
     /// service answers 200, 1 otherwise (the container healthcheck, so the image needs no curl).
     Healthcheck(HealthcheckArgs),
+    /// Prints the service's OpenAPI document (JSON) and exits; docs/openapi.json is its output.
+    Openapi,
 }
 
 #[derive(Debug, Args)]

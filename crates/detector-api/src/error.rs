@@ -121,14 +121,18 @@ pub struct ErrorInfo {
     pub detail: Option<String>,
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// Every error the service answers: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody<'a> {
     error: ErrorFields<'a>,
 }
 
-#[derive(Serialize)]
-struct ErrorFields<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorFields<'a> {
+    /// Stable machine-readable code; clients branch on this, never on the message.
+    #[schema(value_type = crate::openapi::ErrorCode)]
     code: &'a str,
+    /// One sentence for a human; its wording may change.
     message: &'a str,
 }
 

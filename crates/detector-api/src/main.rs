@@ -1,5 +1,6 @@
 //! detector-api: the scoring service (see the crate's modules for each concern), plus the
-//! `healthcheck` subcommand used by the container.
+//! `healthcheck` subcommand used by the container and the `openapi` subcommand that prints the API
+//! document.
 #![forbid(unsafe_code)]
 
 mod auth;
@@ -15,6 +16,7 @@ mod logging;
 mod metrics;
 mod metrics_endpoint;
 mod observe;
+mod openapi;
 mod routes;
 mod server;
 mod signals;
@@ -37,6 +39,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Command::Openapi) => {
+            print!("{}", openapi::document());
+            ExitCode::SUCCESS
+        }
         None => serve(cli.config),
     }
 }

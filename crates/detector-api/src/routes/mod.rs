@@ -1,8 +1,8 @@
 //! One handler per route, and the routing table.
 
 mod fallback;
-mod healthz;
-mod score;
+pub(crate) mod healthz;
+pub(crate) mod score;
 
 use actix_web::web;
 

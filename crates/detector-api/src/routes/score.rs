@@ -13,19 +13,68 @@ use crate::error::ApiError;
 use crate::routes::TokensScored;
 use crate::state::AppState;
 
-#[derive(Serialize)]
-struct ScoreResponse<'a> {
+/// The verdict on one text.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ScoreResponse<'a> {
+    /// Calibrated probability that the text is machine-generated.
+    #[schema(minimum = 0.0, maximum = 1.0)]
     score: f64,
+    #[schema(value_type = crate::openapi::Label)]
     label: inference::Label,
+    #[schema(value_type = crate::openapi::Model)]
     model: &'a inference::ModelInfo,
+    /// Tokens scored: at least the service's minimum (16 by default), at most its maximum (512
+    /// by default, longer texts are truncated). The first token is context only.
     tokens: usize,
+    /// True when the text was longer than the maximum and only its beginning was scored.
     truncated: bool,
+    /// Fast-DetectGPT analytic criterion the score is calibrated from; higher means more
+    /// machine-like. An unbounded real number.
     criterion: f64,
+    /// Mean log-probability (natural log, so at most 0) the model gives each actual next token.
+    #[schema(maximum = 0.0)]
     mean_log_prob: f64,
+    /// Mean entropy (nats, at least 0) of the model's next-token distribution.
+    #[schema(minimum = 0.0)]
     mean_entropy: f64,
 }
 
 // The extractors run in order: the key is checked before the body is read.
+#[utoipa::path(
+    post,
+    path = "/score",
+    tag = "scoring",
+    summary = "Score one text",
+    description = "Probability that the text is machine-generated, with its label and signals. \
+        The key is checked before the body is read. Each request takes one inference slot; \
+        when none is free the answer is 503 at once, never a wait in a queue.",
+    request_body(content = crate::openapi::ScoreRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The text was scored.", body = ScoreResponse),
+        (status = 400, description = "`invalid_json`, `invalid_utf8`, `invalid_body`, \
+            `missing_text`, `invalid_text` or `bad_request`: the body is not a JSON object \
+            with a string field `text`.", body = crate::error::ErrorBody),
+        (status = 401, description = "`unauthorized`: no key, or one that is malformed, unknown, \
+            expired or revoked, or two different ones.", body = crate::error::ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"detector\"`"))),
+        (status = 405, description = "`method_not_allowed`: only POST.",
+            body = crate::error::ErrorBody,
+            headers(("Allow" = String, description = "`POST`"))),
+        (status = 413, description = "`payload_too_large`: the body is larger than the \
+            service's limit (65536 bytes by default).", body = crate::error::ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: Content-Type is not \
+            application/json.", body = crate::error::ErrorBody),
+        (status = 422, description = "`empty_text` or `text_too_short`: too few tokens to \
+            score (16 by default).", body = crate::error::ErrorBody),
+        (status = 500, description = "`internal`: the model failed on this text; the detail \
+            goes to the service's log only.", body = crate::error::ErrorBody),
+        (status = 503, description = "`saturated`: every inference slot is busy; retry after \
+            the announced delay.", body = crate::error::ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying \
+                (1 by default)."))),
+    ),
+    security(("bearer" = []), ("api_key" = [])),
+)]
 pub async fn score(
     _auth: Authenticated,
     body: JsonObject,
