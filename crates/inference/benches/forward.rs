@@ -14,7 +14,9 @@ use inference::{Detector, DetectorConfig, WeightFormat};
 
 /// The benchmark's token sequence, identical to the reference's `bench_ids`.
 fn bench_ids(n: usize) -> Vec<u32> {
-    (0..n).map(|i| ((i * 7919 + 13) % 49000 + 100) as u32).collect()
+    (0..n)
+        .map(|i| ((i * 7919 + 13) % 49000 + 100) as u32)
+        .collect()
 }
 
 /// Peak resident set size of this process so far (VmHWM), in MiB.
@@ -29,14 +31,19 @@ fn peak_rss_mib() -> f64 {
 
 /// Time of the criterion alone (its share of `median_s`), on synthetic logits of the same shape.
 fn criterion_seconds(ids: &[u32], vocab: usize) -> f64 {
-    let logits: Vec<f32> = (0..(ids.len() - 1) * vocab).map(|i| ((i * 2654435761) % 1000) as f32 * 0.01).collect();
+    let logits: Vec<f32> = (0..(ids.len() - 1) * vocab)
+        .map(|i| ((i * 2654435761) % 1000) as f32 * 0.01)
+        .collect();
     let t = Instant::now();
     std::hint::black_box(inference::signals_from_logits(&logits, vocab, ids));
     t.elapsed().as_secs_f64()
 }
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
 }
 
 fn main() {
@@ -46,7 +53,8 @@ fn main() {
     let sizes: Vec<usize> = arg::<String>(&args, "--sizes")
         .map(|s| s.split(',').map(|n| n.parse().expect("size")).collect())
         .unwrap_or_else(|| vec![32, 128, 256, 512]);
-    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
 
     let format = match arg::<String>(&args, "--weights").as_deref() {
         None | Some("f32") => WeightFormat::F32,
@@ -62,7 +70,10 @@ fn main() {
         started.elapsed().as_secs_f64(),
         peak_rss_mib()
     );
-    println!("{:>6} {:>9} {:>12} {:>12} {:>11}", "tokens", "median_s", "tokens_per_s", "peak_rss_mib", "criterion_s");
+    println!(
+        "{:>6} {:>9} {:>12} {:>12} {:>11}",
+        "tokens", "median_s", "tokens_per_s", "peak_rss_mib", "criterion_s"
+    );
     for n in sizes {
         let ids = bench_ids(n);
         detector.signals(&ids).expect("warm-up");

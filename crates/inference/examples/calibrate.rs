@@ -29,12 +29,22 @@ struct Options {
 
 fn options() -> Options {
     let args: Vec<String> = std::env::args().collect();
-    let get = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let get = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     Options {
-        model: get("--model").unwrap_or_else(|| "models/SmolLM2-135M-Instruct.Q4_1.gguf".into()).into(),
-        docs: get("--docs").unwrap_or_else(|| "/usr/share/doc/python3.11/html/_sources".into()).into(),
+        model: get("--model")
+            .unwrap_or_else(|| "models/SmolLM2-135M-Instruct.Q4_1.gguf".into())
+            .into(),
+        docs: get("--docs")
+            .unwrap_or_else(|| "/usr/share/doc/python3.11/html/_sources".into())
+            .into(),
         human: get("--human").map_or(48, |v| v.parse().expect("--human")),
-        machine_per_temperature: get("--machine-per-temperature").map_or(12, |v| v.parse().expect("count")),
+        machine_per_temperature: get("--machine-per-temperature")
+            .map_or(12, |v| v.parse().expect("count")),
         temperatures: get("--temperatures")
             .unwrap_or_else(|| "0.5,0.7,1.0".into())
             .split(',')
@@ -42,7 +52,9 @@ fn options() -> Options {
             .collect(),
         new_tokens: get("--new-tokens").map_or(160, |v| v.parse().expect("--new-tokens")),
         prompt_words: 12,
-        out: get("--out").unwrap_or_else(|| "target/calibration".into()).into(),
+        out: get("--out")
+            .unwrap_or_else(|| "target/calibration".into())
+            .into(),
     }
 }
 
@@ -53,17 +65,30 @@ fn strip_inline_markup(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     // Roles: :func:`name <target>` or :ref:`~mod.name` -> the visible part.
-    while let Some(start) = rest.find(":`").and_then(|colon| rest[..colon].rfind(':').map(|s| (s, colon))) {
+    while let Some(start) = rest
+        .find(":`")
+        .and_then(|colon| rest[..colon].rfind(':').map(|s| (s, colon)))
+    {
         let (role_start, colon) = start;
         let role = &rest[role_start + 1..colon];
-        if role.is_empty() || !role.chars().all(|c| c.is_ascii_alphanumeric() || c == ':' || c == '-') {
+        if role.is_empty()
+            || !role
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == ':' || c == '-')
+        {
             out.push_str(&rest[..colon + 2]);
             rest = &rest[colon + 2..];
             continue;
         }
-        let Some(end) = rest[colon + 2..].find('`') else { break };
+        let Some(end) = rest[colon + 2..].find('`') else {
+            break;
+        };
         let inner = &rest[colon + 2..colon + 2 + end];
-        let visible = inner.split(" <").next().unwrap_or(inner).trim_start_matches(['~', '!']);
+        let visible = inner
+            .split(" <")
+            .next()
+            .unwrap_or(inner)
+            .trim_start_matches(['~', '!']);
         out.push_str(&rest[..role_start]);
         out.push_str(visible);
         rest = &rest[colon + 2 + end + 1..];
@@ -86,10 +111,16 @@ fn is_prose(block: &str) -> bool {
     if lines.is_empty() {
         return false;
     }
-    let markup_start = ["..", "* ", "- ", "#", "=", ">>>", "|", "+", "1.", "2.", "3.", "(", "`"];
-    lines.iter().all(|l| !l.starts_with([' ', '\t']) && !l.trim().is_empty())
+    let markup_start = [
+        "..", "* ", "- ", "#", "=", ">>>", "|", "+", "1.", "2.", "3.", "(", "`",
+    ];
+    lines
+        .iter()
+        .all(|l| !l.starts_with([' ', '\t']) && !l.trim().is_empty())
         && !markup_start.iter().any(|m| lines[0].starts_with(m))
-        && !lines.iter().any(|l| l.chars().all(|c| "=-~^*#+`'\"".contains(c)))
+        && !lines
+            .iter()
+            .any(|l| l.chars().all(|c| "=-~^*#+`'\"".contains(c)))
         && block.split_whitespace().count() >= 25
         && !block.contains("::")
 }
@@ -100,7 +131,12 @@ fn human_passages(docs: &Path, wanted: usize) -> Vec<(String, String)> {
     for section in ["tutorial", "howto", "faq"] {
         let dir = docs.join(section);
         let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e} (install the Debian package python3.11-doc)", dir.display()))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e} (install the Debian package python3.11-doc)",
+                    dir.display()
+                )
+            })
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.to_string_lossy().ends_with(".rst.txt"))
             .collect();
@@ -114,15 +150,26 @@ fn human_passages(docs: &Path, wanted: usize) -> Vec<(String, String)> {
         let flush = |current: &mut Vec<String>, all: &mut Vec<(String, String)>| {
             let joined = current.join("\n\n");
             if joined.split_whitespace().count() >= 90 {
-                let source = file.strip_prefix(docs).unwrap_or(file).display().to_string();
+                let source = file
+                    .strip_prefix(docs)
+                    .unwrap_or(file)
+                    .display()
+                    .to_string();
                 all.push((source, joined));
             }
             current.clear();
         };
         for block in text.split("\n\n") {
             if is_prose(block) {
-                current.push(strip_inline_markup(&block.lines().collect::<Vec<_>>().join(" ")));
-                if current.iter().map(|p| p.split_whitespace().count()).sum::<usize>() >= 90 {
+                current.push(strip_inline_markup(
+                    &block.lines().collect::<Vec<_>>().join(" "),
+                ));
+                if current
+                    .iter()
+                    .map(|p| p.split_whitespace().count())
+                    .sum::<usize>()
+                    >= 90
+                {
                     flush(&mut current, &mut all);
                 }
             } else {
@@ -142,7 +189,13 @@ fn auroc(human: &[f64], machine: &[f64]) -> f64 {
     let mut wins = 0.0;
     for &m in machine {
         for &h in human {
-            wins += if m > h { 1.0 } else if m == h { 0.5 } else { 0.0 };
+            wins += if m > h {
+                1.0
+            } else if m == h {
+                0.5
+            } else {
+                0.0
+            };
         }
     }
     wins / (human.len() * machine.len()) as f64
@@ -201,7 +254,13 @@ struct Sample {
 /// Prefix lengths at which the criterion is also measured, to choose the minimum length.
 const PREFIXES: [usize; 3] = [16, 32, 64];
 
-fn score(detector: &Detector, label: &'static str, temperature: Option<f64>, source: String, text: String) -> Sample {
+fn score(
+    detector: &Detector,
+    label: &'static str,
+    temperature: Option<f64>,
+    source: String,
+    text: String,
+) -> Sample {
     let mut ids = detector.tokenize(&text).expect("tokenizes");
     ids.truncate(detector.config().max_tokens);
     let criterion = detector.signals(&ids).expect("scores").criterion;
@@ -210,15 +269,28 @@ fn score(detector: &Detector, label: &'static str, temperature: Option<f64>, sou
         .filter(|&&n| ids.len() > n)
         .map(|&n| (n, detector.signals(&ids[..n]).expect("scores").criterion))
         .collect();
-    Sample { label, temperature, source, text, ids, criterion, prefix_criteria }
+    Sample {
+        label,
+        temperature,
+        source,
+        text,
+        ids,
+        criterion,
+        prefix_criteria,
+    }
 }
 
 fn main() {
     let opts = options();
     let started = Instant::now();
-    let detector = Detector::load(&opts.model, DetectorConfig::default()).expect("model loads (scripts/fetch-model)");
+    let detector = Detector::load(&opts.model, DetectorConfig::default())
+        .expect("model loads (scripts/fetch-model)");
     let passages = human_passages(&opts.docs, opts.human);
-    assert!(passages.len() >= opts.human / 2, "too few prose passages under {}", opts.docs.display());
+    assert!(
+        passages.len() >= opts.human / 2,
+        "too few prose passages under {}",
+        opts.docs.display()
+    );
     eprintln!("{} human passages", passages.len());
     if std::env::args().any(|a| a == "--list-passages") {
         for (source, text) in &passages {
@@ -228,8 +300,14 @@ fn main() {
     }
 
     // Machine jobs: passage i gives the prompt of machine text i, temperatures in rotation.
-    let machine_jobs: Vec<(usize, f64)> = (0..opts.machine_per_temperature * opts.temperatures.len())
-        .map(|i| (i % passages.len(), opts.temperatures[i % opts.temperatures.len()]))
+    let machine_jobs: Vec<(usize, f64)> = (0..opts.machine_per_temperature
+        * opts.temperatures.len())
+        .map(|i| {
+            (
+                i % passages.len(),
+                opts.temperatures[i % opts.temperatures.len()],
+            )
+        })
         .collect();
 
     // Two workers, one thread each: the shape the service runs in.
@@ -237,28 +315,58 @@ fn main() {
     let samples: Vec<Sample> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
-                let (detector, passages, machine_jobs, opts) = (&detector, &passages, &machine_jobs, &opts);
+                let (detector, passages, machine_jobs, opts) =
+                    (&detector, &passages, &machine_jobs, &opts);
                 s.spawn(move || {
                     let mut out = Vec::new();
-                    for (_, (source, text)) in passages.iter().enumerate().filter(|(i, _)| i % workers == w) {
+                    for (_, (source, text)) in passages
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| i % workers == w)
+                    {
                         out.push(score(detector, "human", None, source.clone(), text.clone()));
                     }
-                    for (j, &(p, temperature)) in machine_jobs.iter().enumerate().filter(|(j, _)| j % workers == w) {
-                        let prompt_text: String =
-                            passages[p].1.split(' ').take(opts.prompt_words).collect::<Vec<_>>().join(" ");
+                    for (j, &(p, temperature)) in machine_jobs
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, _)| j % workers == w)
+                    {
+                        let prompt_text: String = passages[p]
+                            .1
+                            .split(' ')
+                            .take(opts.prompt_words)
+                            .collect::<Vec<_>>()
+                            .join(" ");
                         let prompt = detector.tokenize(&prompt_text).expect("prompt");
-                        let sampling = Sampling { temperature, max_new_tokens: opts.new_tokens, seed: 1000 + j as u64 };
+                        let sampling = Sampling {
+                            temperature,
+                            max_new_tokens: opts.new_tokens,
+                            seed: 1000 + j as u64,
+                        };
                         let generated = detector.generate(&prompt, &sampling).expect("generates");
-                        let text = format!("{prompt_text}{}", detector.detokenize(&generated).expect("decodes"));
-                        let source = format!("model T={temperature} seed={} prompt from {}", 1000 + j, passages[p].0);
+                        let text = format!(
+                            "{prompt_text}{}",
+                            detector.detokenize(&generated).expect("decodes")
+                        );
+                        let source = format!(
+                            "model T={temperature} seed={} prompt from {}",
+                            1000 + j,
+                            passages[p].0
+                        );
                         out.push(score(detector, "machine", Some(temperature), source, text));
-                        eprintln!("machine {j}: T={temperature} {:.0} s", started.elapsed().as_secs_f64());
+                        eprintln!(
+                            "machine {j}: T={temperature} {:.0} s",
+                            started.elapsed().as_secs_f64()
+                        );
                     }
                     out
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().expect("worker")).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("worker"))
+            .collect()
     });
 
     // Machine texts shorter than the minimum would not be scored by the service either.
@@ -274,9 +382,16 @@ fn main() {
     let human = crit("human", None);
     let machine = crit("machine", None);
     let x: Vec<f64> = samples.iter().map(|s| s.criterion).collect();
-    let y: Vec<f64> = samples.iter().map(|s| if s.label == "machine" { 1.0 } else { 0.0 }).collect();
+    let y: Vec<f64> = samples
+        .iter()
+        .map(|s| if s.label == "machine" { 1.0 } else { 0.0 })
+        .collect();
     let (k, b) = fit_logistic(&x, &y);
-    let calibration = Calibration { k, b, ..*detector.calibration() };
+    let calibration = Calibration {
+        k,
+        b,
+        ..*detector.calibration()
+    };
 
     let mut report = String::new();
     let mut line = |s: String| {
@@ -284,9 +399,17 @@ fn main() {
         report.push_str(&s);
         report.push('\n');
     };
-    line(format!("samples: {} human, {} machine; {:.0} s", human.len(), machine.len(), started.elapsed().as_secs_f64()));
+    line(format!(
+        "samples: {} human, {} machine; {:.0} s",
+        human.len(),
+        machine.len(),
+        started.elapsed().as_secs_f64()
+    ));
     line(format!("fit: k = {k:.4}, b = {b:.4}"));
-    line(format!("AUROC all temperatures: {:.4}", auroc(&human, &machine)));
+    line(format!(
+        "AUROC all temperatures: {:.4}",
+        auroc(&human, &machine)
+    ));
     let (tpr, threshold) = tpr_at_fpr(&human, &machine, 0.01);
     line(format!(
         "TPR at 1% FPR: {:.3} (criterion threshold {threshold:.3}; {} human texts, so this is 0 false positives)",
@@ -297,7 +420,12 @@ fn main() {
         let m = crit("machine", Some(t));
         let (tpr, _) = tpr_at_fpr(&human, &m, 0.01);
         let mean = m.iter().sum::<f64>() / m.len() as f64;
-        line(format!("  T={t}: n={} AUROC {:.4}  TPR@1%FPR {:.3}  mean criterion {mean:.3}", m.len(), auroc(&human, &m), tpr));
+        line(format!(
+            "  T={t}: n={} AUROC {:.4}  TPR@1%FPR {:.3}  mean criterion {mean:.3}",
+            m.len(),
+            auroc(&human, &m),
+            tpr
+        ));
     }
     let hmean = human.iter().sum::<f64>() / human.len() as f64;
     let hmax = human.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -307,10 +435,18 @@ fn main() {
             samples
                 .iter()
                 .filter(|s| s.label == label)
-                .filter_map(|s| s.prefix_criteria.iter().find(|(m, _)| *m == n).map(|(_, c)| *c))
+                .filter_map(|s| {
+                    s.prefix_criteria
+                        .iter()
+                        .find(|(m, _)| *m == n)
+                        .map(|(_, c)| *c)
+                })
                 .collect()
         };
-        line(format!("  first {n} tokens only: AUROC {:.4}", auroc(&pick("human"), &pick("machine"))));
+        line(format!(
+            "  first {n} tokens only: AUROC {:.4}",
+            auroc(&pick("human"), &pick("machine"))
+        ));
     }
     for (name, threshold, wanted) in [
         ("ai", calibration.ai_threshold, "machine"),
@@ -320,7 +456,11 @@ fn main() {
             .iter()
             .filter(|s| {
                 let p = calibration.probability(s.criterion);
-                if name == "ai" { p >= threshold } else { p <= threshold }
+                if name == "ai" {
+                    p >= threshold
+                } else {
+                    p <= threshold
+                }
             })
             .collect();
         let wrong = labelled.iter().filter(|s| s.label != wanted).count();
@@ -342,7 +482,11 @@ fn main() {
         })
         .collect();
     let samples_path = opts.out.join("samples.json");
-    std::fs::write(&samples_path, serde_json::to_string_pretty(&rows).unwrap()).expect("write samples");
+    std::fs::write(&samples_path, serde_json::to_string_pretty(&rows).unwrap())
+        .expect("write samples");
     std::fs::write(opts.out.join("report.txt"), report).expect("write report");
-    eprintln!("wrote {} and report.txt (not for the repository: they hold the human texts)", samples_path.display());
+    eprintln!(
+        "wrote {} and report.txt (not for the repository: they hold the human texts)",
+        samples_path.display()
+    );
 }

@@ -11,7 +11,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.len() < 4 {
         return Err("usage: generate PROMPT TEMPERATURE SEED [MAX_NEW_TOKENS]".into());
     }
-    let detector = Detector::load(Path::new("models/SmolLM2-135M-Instruct.Q4_1.gguf"), DetectorConfig::default())?;
+    let detector = Detector::load(
+        Path::new("models/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        DetectorConfig::default(),
+    )?;
     let sampling = Sampling {
         temperature: args[2].parse()?,
         seed: args[3].parse()?,

@@ -19,7 +19,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let loaded = started.elapsed();
     let started = std::time::Instant::now();
     let score = detector.score(&text)?;
-    eprintln!("load {:.2} s, score {:.3} s", loaded.as_secs_f64(), started.elapsed().as_secs_f64());
-    println!("{}", serde_json::to_string_pretty(&serde_json::json!({"model": detector.model_info(), "result": score}))?);
+    eprintln!(
+        "load {:.2} s, score {:.3} s",
+        loaded.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "{}",
+        serde_json::to_string_pretty(
+            &serde_json::json!({"model": detector.model_info(), "result": score})
+        )?
+    );
     Ok(())
 }

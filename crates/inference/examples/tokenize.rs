@@ -16,7 +16,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::io::stdin().read_to_string(&mut text)?;
     let detector = Detector::load(&path, DetectorConfig::default())?;
     let ids = detector.tokenize(&text)?;
-    let pieces: Vec<String> = ids.iter().map(|&id| detector.detokenize(&[id])).collect::<Result<_, _>>()?;
-    println!("{}", serde_json::json!({"count": ids.len(), "ids": ids, "pieces": pieces}));
+    let pieces: Vec<String> = ids
+        .iter()
+        .map(|&id| detector.detokenize(&[id]))
+        .collect::<Result<_, _>>()?;
+    println!(
+        "{}",
+        serde_json::json!({"count": ids.len(), "ids": ids, "pieces": pieces})
+    );
     Ok(())
 }

@@ -21,8 +21,12 @@ pub struct Calibration {
 /// human and 36 self-generated texts (docs/detection.md). The `ai` threshold (criterion >= 0.44)
 /// sits above every human text of that run, because a false accusation costs more than a miss;
 /// the `human` threshold is criterion <= -1.11.
-pub const SMOLLM2_CALIBRATION: Calibration =
-    Calibration { k: 2.7896, b: 1.7222, ai_threshold: 0.95, human_threshold: 0.2 };
+pub const SMOLLM2_CALIBRATION: Calibration = Calibration {
+    k: 2.7896,
+    b: 1.7222,
+    ai_threshold: 0.95,
+    human_threshold: 0.2,
+};
 
 impl Calibration {
     pub fn probability(&self, criterion: f64) -> f64 {
@@ -65,7 +69,12 @@ mod tests {
 
     #[test]
     fn labels_follow_the_thresholds() {
-        let c = Calibration { k: 1.0, b: 0.0, ai_threshold: 0.9, human_threshold: 0.1 };
+        let c = Calibration {
+            k: 1.0,
+            b: 0.0,
+            ai_threshold: 0.9,
+            human_threshold: 0.1,
+        };
         assert_eq!(c.label(0.95), Label::Ai);
         assert_eq!(c.label(0.9), Label::Ai);
         assert_eq!(c.label(0.5), Label::Uncertain);

@@ -54,7 +54,11 @@ fn row_stats(logits: &[f32], target: usize) -> RowStats {
 pub fn signals_from_logits(logits: &[f32], vocab: usize, ids: &[u32]) -> Signals {
     let scored = ids.len().saturating_sub(1);
     assert!(scored >= 1, "the criterion needs at least two tokens");
-    assert_eq!(logits.len(), scored * vocab, "logits must hold one row per scored position");
+    assert_eq!(
+        logits.len(),
+        scored * vocab,
+        "logits must hold one row per scored position"
+    );
     let (mut sum_lp, mut sum_mu, mut sum_var) = (0f64, 0f64, 0f64);
     for (row, &target) in logits.chunks_exact(vocab).zip(&ids[1..]) {
         let stats = row_stats(row, target as usize);
@@ -66,7 +70,11 @@ pub fn signals_from_logits(logits: &[f32], vocab: usize, ids: &[u32]) -> Signals
     // A model certain of every position (zero variance) would divide by zero; the floor keeps the
     // criterion finite and huge, which is the right direction (perfectly predictable text).
     let criterion = (sum_lp - sum_mu) / sum_var.max(1e-12).sqrt();
-    Signals { criterion, mean_log_prob: sum_lp / n, mean_entropy: -sum_mu / n }
+    Signals {
+        criterion,
+        mean_log_prob: sum_lp / n,
+        mean_entropy: -sum_mu / n,
+    }
 }
 
 #[cfg(test)]
@@ -75,7 +83,12 @@ mod tests {
 
     fn naive(row: &[f32], target: usize) -> (f64, f64, f64) {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let lse = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+        let lse = max
+            + row
+                .iter()
+                .map(|&x| (x as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
         let logp: Vec<f64> = row.iter().map(|&x| x as f64 - lse).collect();
         let mu: f64 = logp.iter().map(|l| l.exp() * l).sum();
         let m2: f64 = logp.iter().map(|l| l.exp() * l * l).sum();
@@ -84,7 +97,9 @@ mod tests {
 
     #[test]
     fn one_pass_statistics_match_the_definition() {
-        let row: Vec<f32> = (0..50).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.7).collect();
+        let row: Vec<f32> = (0..50)
+            .map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.7)
+            .collect();
         let stats = row_stats(&row, 7);
         let (lp, mu, var) = naive(&row, 7);
         assert!((stats.log_prob - lp).abs() < 1e-9);

@@ -33,13 +33,22 @@ fn sample(logits: &[f32], temperature: f64, rng: &mut Rng) -> u32 {
     let argmax = logits
         .iter()
         .enumerate()
-        .fold((0usize, f32::NEG_INFINITY), |best, (i, &x)| if x > best.1 { (i, x) } else { best })
+        .fold((0usize, f32::NEG_INFINITY), |best, (i, &x)| {
+            if x > best.1 {
+                (i, x)
+            } else {
+                best
+            }
+        })
         .0;
     if temperature <= 0.0 {
         return argmax as u32;
     }
     let max = logits[argmax] as f64;
-    let weights: Vec<f64> = logits.iter().map(|&x| ((x as f64 - max) / temperature).exp()).collect();
+    let weights: Vec<f64> = logits
+        .iter()
+        .map(|&x| ((x as f64 - max) / temperature).exp())
+        .collect();
     let total: f64 = weights.iter().sum();
     let mut target = rng.uniform() * total;
     for (i, w) in weights.iter().enumerate() {

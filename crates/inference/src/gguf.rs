@@ -27,7 +27,9 @@ fn invalid(message: impl Into<String>) -> InferenceError {
 impl GgufFile {
     pub(crate) fn open(path: &Path) -> Result<Self, InferenceError> {
         let file = File::open(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => InferenceError::ModelMissing { path: path.to_path_buf() },
+            std::io::ErrorKind::NotFound => InferenceError::ModelMissing {
+                path: path.to_path_buf(),
+            },
             _ => invalid(format!("cannot open {}: {e}", path.display())),
         })?;
         let mut reader = BufReader::new(file);
@@ -37,7 +39,10 @@ impl GgufFile {
     }
 
     fn value(&self, key: &str) -> Result<&Value, InferenceError> {
-        self.content.metadata.get(key).ok_or_else(|| invalid(format!("metadata key {key} is missing")))
+        self.content
+            .metadata
+            .get(key)
+            .ok_or_else(|| invalid(format!("metadata key {key} is missing")))
     }
 
     pub(crate) fn has(&self, key: &str) -> bool {
@@ -63,7 +68,11 @@ impl GgufFile {
             Value::I16(v) if *v >= 0 => *v as u64,
             Value::I32(v) if *v >= 0 => *v as u64,
             Value::I64(v) if *v >= 0 => *v as u64,
-            other => return Err(invalid(format!("metadata key {key} is not a count: {other:?}"))),
+            other => {
+                return Err(invalid(format!(
+                    "metadata key {key} is not a count: {other:?}"
+                )))
+            }
         };
         usize::try_from(n).map_err(|_| invalid(format!("metadata key {key} is too large")))
     }
@@ -72,15 +81,24 @@ impl GgufFile {
         match self.value(key)? {
             Value::F32(v) => Ok(*v),
             Value::F64(v) => Ok(*v as f32),
-            other => Err(invalid(format!("metadata key {key} is not a float: {other:?}"))),
+            other => Err(invalid(format!(
+                "metadata key {key} is not a float: {other:?}"
+            ))),
         }
     }
 
     pub(crate) fn strings(&self, key: &str) -> Result<Vec<&str>, InferenceError> {
-        let values = self.value(key)?.to_vec().map_err(|e| invalid(format!("metadata key {key}: {e}")))?;
+        let values = self
+            .value(key)?
+            .to_vec()
+            .map_err(|e| invalid(format!("metadata key {key}: {e}")))?;
         values
             .iter()
-            .map(|v| v.to_string().map(String::as_str).map_err(|e| invalid(format!("metadata key {key}: {e}"))))
+            .map(|v| {
+                v.to_string()
+                    .map(String::as_str)
+                    .map_err(|e| invalid(format!("metadata key {key}: {e}")))
+            })
             .collect()
     }
 
@@ -90,13 +108,19 @@ impl GgufFile {
 
     /// Reads tensor `name` as stored (quantized or not).
     pub(crate) fn qtensor(&mut self, name: &str) -> Result<QTensor, InferenceError> {
-        self.content.tensor(&mut self.reader, name, &Device::Cpu).map_err(|e| invalid(format!("tensor {name}: {e}")))
+        self.content
+            .tensor(&mut self.reader, name, &Device::Cpu)
+            .map_err(|e| invalid(format!("tensor {name}: {e}")))
     }
 
     /// Reads tensor `name` and dequantizes it to an f32 tensor on the CPU.
     pub(crate) fn f32_tensor(&mut self, name: &str) -> Result<Tensor, InferenceError> {
         let qtensor = self.qtensor(name)?;
-        let tensor = qtensor.dequantize(&Device::Cpu).map_err(|e| invalid(format!("tensor {name}: {e}")))?;
-        tensor.to_dtype(DType::F32).map_err(|e| invalid(format!("tensor {name}: {e}")))
+        let tensor = qtensor
+            .dequantize(&Device::Cpu)
+            .map_err(|e| invalid(format!("tensor {name}: {e}")))?;
+        tensor
+            .to_dtype(DType::F32)
+            .map_err(|e| invalid(format!("tensor {name}: {e}")))
     }
 }

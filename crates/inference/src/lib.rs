@@ -42,7 +42,10 @@ impl Default for DetectorConfig {
     /// to say anything (docs/detection.md). 512 tokens: a forward pass stays well under a second
     /// on one core, and the criterion has long settled by then (docs/benchmarks.md).
     fn default() -> Self {
-        Self { min_tokens: 16, max_tokens: 512 }
+        Self {
+            min_tokens: 16,
+            max_tokens: 512,
+        }
     }
 }
 
@@ -112,15 +115,17 @@ pub struct Detector {
 fn sha256_hex(path: &Path) -> Result<String, InferenceError> {
     use sha2::Digest;
     let mut file = std::fs::File::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => InferenceError::ModelMissing { path: path.to_path_buf() },
+        std::io::ErrorKind::NotFound => InferenceError::ModelMissing {
+            path: path.to_path_buf(),
+        },
         _ => InferenceError::InvalidModel(format!("cannot read {}: {e}", path.display())),
     })?;
     let mut hasher = sha2::Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];
     loop {
-        let n = file
-            .read(&mut buffer)
-            .map_err(|e| InferenceError::InvalidModel(format!("cannot read {}: {e}", path.display())))?;
+        let n = file.read(&mut buffer).map_err(|e| {
+            InferenceError::InvalidModel(format!("cannot read {}: {e}", path.display()))
+        })?;
         if n == 0 {
             break;
         }
@@ -139,9 +144,15 @@ impl Detector {
     }
 
     /// `load` with a choice of weight representation (for benchmarks; production uses f32).
-    pub fn load_with_format(path: &Path, config: DetectorConfig, format: WeightFormat) -> Result<Self, InferenceError> {
+    pub fn load_with_format(
+        path: &Path,
+        config: DetectorConfig,
+        format: WeightFormat,
+    ) -> Result<Self, InferenceError> {
         if !path.exists() {
-            return Err(InferenceError::ModelMissing { path: path.to_path_buf() });
+            return Err(InferenceError::ModelMissing {
+                path: path.to_path_buf(),
+            });
         }
         let sha256 = sha256_hex(path)?;
         let mut gguf = GgufFile::open(path)?;
@@ -160,12 +171,21 @@ impl Detector {
             .map(|n| n.to_string_lossy().trim_end_matches(".gguf").to_string())
             .unwrap_or_else(|| "model".to_string());
         let min_tokens = config.min_tokens.max(MIN_SCORABLE_TOKENS);
-        let max_tokens = config.max_tokens.min(model.config().context_length).max(min_tokens);
+        let max_tokens = config
+            .max_tokens
+            .min(model.config().context_length)
+            .max(min_tokens);
         Ok(Self {
             model,
             tokenizer,
-            info: ModelInfo { name, sha256_short: sha256[..12].to_string() },
-            config: DetectorConfig { min_tokens, max_tokens },
+            info: ModelInfo {
+                name,
+                sha256_short: sha256[..12].to_string(),
+            },
+            config: DetectorConfig {
+                min_tokens,
+                max_tokens,
+            },
             calibration: Calibration::default(),
             threads_per_job: 1,
         })
@@ -219,10 +239,18 @@ impl Detector {
     /// The criterion and signals of a token sequence, without limits (at least 2 tokens).
     pub fn signals(&self, ids: &[u32]) -> Result<Signals, InferenceError> {
         if ids.len() < MIN_SCORABLE_TOKENS {
-            return Err(InferenceError::TooShort { tokens: ids.len(), min: MIN_SCORABLE_TOKENS });
+            return Err(InferenceError::TooShort {
+                tokens: ids.len(),
+                min: MIN_SCORABLE_TOKENS,
+            });
         }
-        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.model.vocab_size()) {
-            return Err(InferenceError::Compute(format!("token id {bad} is outside the vocabulary")));
+        if let Some(&bad) = ids
+            .iter()
+            .find(|&&id| id as usize >= self.model.vocab_size())
+        {
+            return Err(InferenceError::Compute(format!(
+                "token id {bad} is outside the vocabulary"
+            )));
         }
         threads::run_with_threads(self.threads_per_job, || {
             let logits = self.model.forward(ids, None, 0, ids.len() - 1)?;
@@ -242,7 +270,10 @@ impl Detector {
         }
         let mut ids = self.tokenize(text)?;
         if ids.len() < self.config.min_tokens {
-            return Err(InferenceError::TooShort { tokens: ids.len(), min: self.config.min_tokens });
+            return Err(InferenceError::TooShort {
+                tokens: ids.len(),
+                min: self.config.min_tokens,
+            });
         }
         let truncated = ids.len() > self.config.max_tokens;
         ids.truncate(self.config.max_tokens);
@@ -260,7 +291,11 @@ impl Detector {
     }
 
     /// Samples a continuation of `prompt` (calibration data): returns the generated ids only.
-    pub fn generate(&self, prompt: &[u32], sampling: &Sampling) -> Result<Vec<u32>, InferenceError> {
+    pub fn generate(
+        &self,
+        prompt: &[u32],
+        sampling: &Sampling,
+    ) -> Result<Vec<u32>, InferenceError> {
         threads::run_with_threads(self.threads_per_job, || {
             generation::generate(&self.model, self.tokenizer.eos_id(), prompt, sampling)
         })

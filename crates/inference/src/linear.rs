@@ -31,7 +31,10 @@ impl Dense {
 
     pub(crate) fn quantized(weight: QTensor) -> Result<Self> {
         let dims = weight.shape().dims().to_vec();
-        Ok(Self::Quantized { matmul: QMatMul::from_qtensor(weight)?, dims })
+        Ok(Self::Quantized {
+            matmul: QMatMul::from_qtensor(weight)?,
+            dims,
+        })
     }
 
     /// `x` is `(rows, in_features)`; returns `(rows, out_features)`.

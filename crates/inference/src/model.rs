@@ -28,7 +28,9 @@ impl LlamaConfig {
     pub(crate) fn from_gguf(gguf: &GgufFile) -> Result<Self, InferenceError> {
         let arch = gguf.string("general.architecture")?;
         if arch != "llama" {
-            return Err(InferenceError::InvalidModel(format!("unsupported architecture {arch:?} (llama only)")));
+            return Err(InferenceError::InvalidModel(format!(
+                "unsupported architecture {arch:?} (llama only)"
+            )));
         }
         let hidden = gguf.usize("llama.embedding_length")?;
         let heads = gguf.usize("llama.attention.head_count")?;
@@ -44,9 +46,15 @@ impl LlamaConfig {
         }
         let head_dim = hidden / heads;
         if head_dim % 2 != 0 {
-            return Err(InferenceError::InvalidModel(format!("odd head dimension {head_dim}")));
+            return Err(InferenceError::InvalidModel(format!(
+                "odd head dimension {head_dim}"
+            )));
         }
-        let rope_base = if gguf.has("llama.rope.freq_base") { gguf.f32("llama.rope.freq_base")? } else { 10_000.0 };
+        let rope_base = if gguf.has("llama.rope.freq_base") {
+            gguf.f32("llama.rope.freq_base")?
+        } else {
+            10_000.0
+        };
         Ok(Self {
             block_count: gguf.usize("llama.block_count")?,
             hidden,
@@ -98,7 +106,11 @@ fn compute(e: candle_core::Error) -> InferenceError {
 }
 
 impl Llama {
-    pub(crate) fn load(gguf: &mut GgufFile, config: LlamaConfig, format: WeightFormat) -> Result<Self, InferenceError> {
+    pub(crate) fn load(
+        gguf: &mut GgufFile,
+        config: LlamaConfig,
+        format: WeightFormat,
+    ) -> Result<Self, InferenceError> {
         let embedding = gguf.f32_tensor("token_embd.weight")?;
         let load_dense = |gguf: &mut GgufFile, name: &str| -> Result<Dense, InferenceError> {
             match format {
@@ -127,7 +139,13 @@ impl Llama {
             (false, WeightFormat::F32) => Dense::f32(embedding.clone()),
             (false, WeightFormat::Stored) => load_dense(gguf, "token_embd.weight")?,
         };
-        let model = Self { config, embedding, blocks, output_norm, lm_head };
+        let model = Self {
+            config,
+            embedding,
+            blocks,
+            output_norm,
+            lm_head,
+        };
         model.check_shapes()?;
         Ok(model)
     }
@@ -136,8 +154,16 @@ impl Llama {
         let c = &self.config;
         let kv = c.kv_heads * c.head_dim;
         let (_, emb_hidden) = self.embedding.dims2().map_err(compute)?;
-        let mut expected = vec![("token_embd", self.embedding.dims().to_vec(), vec![self.vocab_size(), c.hidden])];
-        expected.push(("lm_head", self.lm_head.dims().to_vec(), vec![self.vocab_size(), emb_hidden]));
+        let mut expected = vec![(
+            "token_embd",
+            self.embedding.dims().to_vec(),
+            vec![self.vocab_size(), c.hidden],
+        )];
+        expected.push((
+            "lm_head",
+            self.lm_head.dims().to_vec(),
+            vec![self.vocab_size(), emb_hidden],
+        ));
         for (i, b) in self.blocks.iter().enumerate() {
             let ffn = b.gate.dims().first().copied().unwrap_or(0);
             for (name, w, want) in [
@@ -152,12 +178,16 @@ impl Llama {
                 expected.push((name, w.dims().to_vec(), want));
             }
             if b.attn_norm.dims() != [c.hidden] || b.ffn_norm.dims() != [c.hidden] {
-                return Err(InferenceError::InvalidModel(format!("block {i}: norm weights have the wrong shape")));
+                return Err(InferenceError::InvalidModel(format!(
+                    "block {i}: norm weights have the wrong shape"
+                )));
             }
         }
         for (name, got, want) in expected {
             if got != want {
-                return Err(InferenceError::InvalidModel(format!("tensor {name} has shape {got:?}, expected {want:?}")));
+                return Err(InferenceError::InvalidModel(format!(
+                    "tensor {name} has shape {got:?}, expected {want:?}"
+                )));
             }
         }
         Ok(())
@@ -172,7 +202,10 @@ impl Llama {
     }
 
     pub(crate) fn new_cache(&self) -> KvCache {
-        KvCache { entries: (0..self.blocks.len()).map(|_| None).collect(), len: 0 }
+        KvCache {
+            entries: (0..self.blocks.len()).map(|_| None).collect(),
+            len: 0,
+        }
     }
 
     /// Logits `(rows, vocab)` for the hidden states of positions `first_row..` of `ids`.
@@ -186,7 +219,8 @@ impl Llama {
         first_row: usize,
         rows: usize,
     ) -> Result<Tensor, InferenceError> {
-        self.forward_inner(ids, cache, first_row, rows).map_err(compute)
+        self.forward_inner(ids, cache, first_row, rows)
+            .map_err(compute)
     }
 
     fn forward_inner(
@@ -200,10 +234,17 @@ impl Llama {
         let seq = ids.len();
         let offset = cache.as_ref().map_or(0, |cache| cache.len);
         if seq == 0 || first_row + rows > seq {
-            candle_core::bail!("bad forward request: {seq} ids, rows {first_row}..{}", first_row + rows)
+            candle_core::bail!(
+                "bad forward request: {seq} ids, rows {first_row}..{}",
+                first_row + rows
+            )
         }
         if offset + seq > c.context_length {
-            candle_core::bail!("{} positions exceed the context length {}", offset + seq, c.context_length)
+            candle_core::bail!(
+                "{} positions exceed the context length {}",
+                offset + seq,
+                c.context_length
+            )
         }
         let device = Device::Cpu;
         let ids_tensor = Tensor::new(ids, &device)?;
@@ -223,7 +264,9 @@ impl Llama {
             let (k, v) = match cache.as_deref_mut() {
                 Some(cache) => {
                     let (k, v) = match cache.entries[i].take() {
-                        Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+                        Some((pk, pv)) => {
+                            (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?)
+                        }
                         None => (k, v),
                     };
                     cache.entries[i] = Some((k.clone(), v.clone()));
@@ -239,7 +282,8 @@ impl Llama {
             x = (x + block.o.forward(&attn)?)?;
 
             let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, c.rms_eps)?;
-            let gated = (candle_nn::ops::silu(&block.gate.forward(&h)?)? * block.up.forward(&h)?)?;
+            let gated =
+                (candle_nn::ops::silu(&block.gate.forward(&h)?)? * block.up.forward(&h)?)?;
             x = (x + block.down.forward(&gated)?)?;
         }
         if let Some(cache) = cache {
@@ -266,14 +310,19 @@ impl Llama {
             }
         }
         let device = Device::Cpu;
-        Ok((Tensor::from_vec(cos, (seq, half), &device)?, Tensor::from_vec(sin, (seq, half), &device)?))
+        Ok((
+            Tensor::from_vec(cos, (seq, half), &device)?,
+            Tensor::from_vec(sin, (seq, half), &device)?,
+        ))
     }
 }
 
 /// `(seq, heads * head_dim)` -> contiguous `(1, heads, seq, head_dim)`.
 fn heads_first(x: &Tensor, heads: usize, head_dim: usize) -> candle_core::Result<Tensor> {
     let seq = x.dims()[0];
-    x.reshape((1, seq, heads, head_dim))?.transpose(1, 2)?.contiguous()
+    x.reshape((1, seq, heads, head_dim))?
+        .transpose(1, 2)?
+        .contiguous()
 }
 
 /// Grouped-query attention: each key/value head serves `repeats` consecutive query heads.
@@ -282,14 +331,24 @@ fn repeat_kv(x: &Tensor, repeats: usize) -> candle_core::Result<Tensor> {
         return Ok(x.clone());
     }
     let (b, kv_heads, seq, head_dim) = x.dims4()?;
-    x.unsqueeze(2)?.expand((b, kv_heads, repeats, seq, head_dim))?.reshape((b, kv_heads * repeats, seq, head_dim))
+    x.unsqueeze(2)?
+        .expand((b, kv_heads, repeats, seq, head_dim))?
+        .reshape((b, kv_heads * repeats, seq, head_dim))
 }
 
 /// Additive mask `(seq, offset + seq)`: query i sees keys up to `offset + i`.
 fn causal_mask(seq: usize, offset: usize) -> candle_core::Result<Tensor> {
     let keys = offset + seq;
     let mask: Vec<f32> = (0..seq)
-        .flat_map(|i| (0..keys).map(move |j| if j > offset + i { f32::NEG_INFINITY } else { 0.0 }))
+        .flat_map(|i| {
+            (0..keys).map(move |j| {
+                if j > offset + i {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
         .collect();
     Tensor::from_vec(mask, (seq, keys), &Device::Cpu)?.to_dtype(DType::F32)
 }
@@ -297,5 +356,8 @@ fn causal_mask(seq: usize, offset: usize) -> candle_core::Result<Tensor> {
 /// Row `row` of a `(rows, vocab)` logits tensor, for sampling.
 pub(crate) fn last_row(logits: &Tensor) -> Result<Vec<f32>, InferenceError> {
     let rows = logits.dim(0).map_err(compute)?;
-    logits.get(rows - 1).and_then(|r| r.to_vec1::<f32>()).map_err(compute)
+    logits
+        .get(rows - 1)
+        .and_then(|r| r.to_vec1::<f32>())
+        .map_err(compute)
 }

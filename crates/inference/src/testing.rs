@@ -35,7 +35,8 @@ const MERGES: [(&str, &str); 8] = [
 
 /// GPT-2's byte-to-character map: printable bytes map to themselves, the rest to U+0100 onward.
 fn byte_level_alphabet() -> Vec<char> {
-    let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let printable =
+        |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
     let mut next = 256u32;
     (0u32..256)
         .map(|b| {
@@ -81,15 +82,19 @@ pub fn tiny_vocabulary() -> Vec<String> {
 pub fn write_tiny_model(path: &Path, seed: u64) -> Result<(), InferenceError> {
     let tokens = tiny_vocabulary();
     let vocab = tokens.len();
-    let token_types: Vec<Value> =
-        (0..vocab).map(|i| Value::I32(if i < TINY_SPECIAL_TOKENS.len() { 3 } else { 1 })).collect();
+    let token_types: Vec<Value> = (0..vocab)
+        .map(|i| Value::I32(if i < TINY_SPECIAL_TOKENS.len() { 3 } else { 1 }))
+        .collect();
 
     let mut rng = SplitMix(seed);
-    let mut random = |shape: (usize, usize), scale: f32, dtype: GgmlDType| -> Result<QTensor, InferenceError> {
-        let data: Vec<f32> = (0..shape.0 * shape.1).map(|_| rng.next_f32() * scale).collect();
-        let tensor = Tensor::from_vec(data, shape, &Device::Cpu).map_err(failed)?;
-        QTensor::quantize(&tensor, dtype).map_err(failed)
-    };
+    let mut random =
+        |shape: (usize, usize), scale: f32, dtype: GgmlDType| -> Result<QTensor, InferenceError> {
+            let data: Vec<f32> = (0..shape.0 * shape.1)
+                .map(|_| rng.next_f32() * scale)
+                .collect();
+            let tensor = Tensor::from_vec(data, shape, &Device::Cpu).map_err(failed)?;
+            QTensor::quantize(&tensor, dtype).map_err(failed)
+        };
     let norm = |n: usize| -> Result<QTensor, InferenceError> {
         let tensor = Tensor::ones(n, candle_core::DType::F32, &Device::Cpu).map_err(failed)?;
         QTensor::quantize(&tensor, GgmlDType::F32).map_err(failed)
@@ -99,7 +104,10 @@ pub fn write_tiny_model(path: &Path, seed: u64) -> Result<(), InferenceError> {
     let kv = KV_HEADS * head_dim;
     // Same storage types as the real file: Q8_0 embedding (tied LM head), Q4_1 blocks, F32 norms.
     let mut tensors: Vec<(String, QTensor)> = vec![
-        ("token_embd.weight".into(), random((vocab, HIDDEN), 1.0, GgmlDType::Q8_0)?),
+        (
+            "token_embd.weight".into(),
+            random((vocab, HIDDEN), 1.0, GgmlDType::Q8_0)?,
+        ),
         ("output_norm.weight".into(), norm(HIDDEN)?),
     ];
     let scale = 1.0 / (HIDDEN as f32).sqrt();
@@ -114,7 +122,10 @@ pub fn write_tiny_model(path: &Path, seed: u64) -> Result<(), InferenceError> {
             ("ffn_down", (HIDDEN, FFN)),
         ];
         for (name, shape) in block {
-            tensors.push((format!("blk.{i}.{name}.weight"), random(shape, scale, GgmlDType::Q4_1)?));
+            tensors.push((
+                format!("blk.{i}.{name}.weight"),
+                random(shape, scale, GgmlDType::Q4_1)?,
+            ));
         }
         tensors.push((format!("blk.{i}.attn_norm.weight"), norm(HIDDEN)?));
         tensors.push((format!("blk.{i}.ffn_norm.weight"), norm(HIDDEN)?));
@@ -137,9 +148,20 @@ pub fn write_tiny_model(path: &Path, seed: u64) -> Result<(), InferenceError> {
         ("llama.vocab_size", count(vocab)),
         ("tokenizer.ggml.model", string("gpt2")),
         ("tokenizer.ggml.pre", string("smollm")),
-        ("tokenizer.ggml.tokens", Value::Array(tokens.iter().map(|t| string(t)).collect())),
+        (
+            "tokenizer.ggml.tokens",
+            Value::Array(tokens.iter().map(|t| string(t)).collect()),
+        ),
         ("tokenizer.ggml.token_type", Value::Array(token_types)),
-        ("tokenizer.ggml.merges", Value::Array(MERGES.iter().map(|(a, b)| string(&format!("{a} {b}"))).collect())),
+        (
+            "tokenizer.ggml.merges",
+            Value::Array(
+                MERGES
+                    .iter()
+                    .map(|(a, b)| string(&format!("{a} {b}")))
+                    .collect(),
+            ),
+        ),
         ("tokenizer.ggml.unknown_token_id", count(0)),
         ("tokenizer.ggml.bos_token_id", count(1)),
         ("tokenizer.ggml.eos_token_id", count(2)),

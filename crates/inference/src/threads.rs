@@ -22,7 +22,12 @@ fn pool(threads: usize) -> Option<Arc<ThreadPool>> {
         if let Some((_, pool)) = pools.iter().find(|(n, _)| *n == threads) {
             return Some(pool.clone());
         }
-        let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(threads).build().ok()?);
+        let pool = Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .ok()?,
+        );
         pools.push((threads, pool.clone()));
         Some(pool)
     })

@@ -38,7 +38,9 @@ fn pre_tokenizer(pre: &str) -> Result<PreTokenizerWrapper, InferenceError> {
             PreTokenizerWrapper::ByteLevel(byte_level),
         ]))),
         "gpt2" | "default" => Ok(PreTokenizerWrapper::ByteLevel(byte_level)),
-        other => Err(invalid(format!("unsupported tokenizer pre-tokenizer {other:?}"))),
+        other => Err(invalid(format!(
+            "unsupported tokenizer pre-tokenizer {other:?}"
+        ))),
     }
 }
 
@@ -46,14 +48,23 @@ impl TextTokenizer {
     pub(crate) fn from_gguf(gguf: &GgufFile) -> Result<Self, InferenceError> {
         let model = gguf.string("tokenizer.ggml.model")?;
         if model != "gpt2" {
-            return Err(invalid(format!("unsupported tokenizer model {model:?} (byte-level BPE `gpt2` only)")));
+            return Err(invalid(format!(
+                "unsupported tokenizer model {model:?} (byte-level BPE `gpt2` only)"
+            )));
         }
-        let pre = if gguf.has("tokenizer.ggml.pre") { gguf.string("tokenizer.ggml.pre")? } else { "default" };
+        let pre = if gguf.has("tokenizer.ggml.pre") {
+            gguf.string("tokenizer.ggml.pre")?
+        } else {
+            "default"
+        };
         let tokens = gguf.strings("tokenizer.ggml.tokens")?;
         let merges = gguf.strings("tokenizer.ggml.merges")?;
 
-        let vocab: Vocab =
-            tokens.iter().enumerate().map(|(id, token)| (token.to_string(), id as u32)).collect();
+        let vocab: Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(id, token)| (token.to_string(), id as u32))
+            .collect();
         if vocab.len() != tokens.len() {
             return Err(invalid("tokenizer vocabulary has duplicate tokens"));
         }
@@ -80,17 +91,26 @@ impl TextTokenizer {
         } else {
             None
         };
-        Ok(Self { inner, vocab_size: tokens.len(), eos_id })
+        Ok(Self {
+            inner,
+            vocab_size: tokens.len(),
+            eos_id,
+        })
     }
 
     /// Token ids of `text`, without BOS or any other added token.
     pub(crate) fn encode(&self, text: &str) -> Result<Vec<u32>, InferenceError> {
-        let encoding = self.inner.encode_fast(text, false).map_err(|e| InferenceError::Tokenizer(e.to_string()))?;
+        let encoding = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| InferenceError::Tokenizer(e.to_string()))?;
         Ok(encoding.get_ids().to_vec())
     }
 
     pub(crate) fn decode(&self, ids: &[u32]) -> Result<String, InferenceError> {
-        self.inner.decode(ids, false).map_err(|e| InferenceError::Tokenizer(e.to_string()))
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| InferenceError::Tokenizer(e.to_string()))
     }
 
     pub(crate) fn vocab_size(&self) -> usize {

@@ -19,7 +19,11 @@ fn root() -> PathBuf {
 
 fn real_detector() -> Detector {
     let path = root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(path.exists(), "the real model is missing at {}: run scripts/fetch-model", path.display());
+    assert!(
+        path.exists(),
+        "the real model is missing at {}: run scripts/fetch-model",
+        path.display()
+    );
     Detector::load(&path, DetectorConfig::default()).expect("the real model loads")
 }
 
@@ -37,11 +41,24 @@ fn tokenizer_ids_match_the_reference_tokenizer() {
     assert!(strings.len() >= 15);
     for entry in strings {
         let text = entry["text"].as_str().unwrap();
-        let expected: Vec<u32> =
-            entry["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let expected: Vec<u32> = entry["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
         let ids = detector.tokenize(text).unwrap();
-        assert_eq!(ids, expected, "token ids differ for {} ({text:?})", entry["name"]);
-        assert_eq!(detector.detokenize(&ids).unwrap(), text, "round trip of {}", entry["name"]);
+        assert_eq!(
+            ids, expected,
+            "token ids differ for {} ({text:?})",
+            entry["name"]
+        );
+        assert_eq!(
+            detector.detokenize(&ids).unwrap(),
+            text,
+            "round trip of {}",
+            entry["name"]
+        );
     }
 }
 
@@ -49,8 +66,13 @@ fn tokenizer_ids_match_the_reference_tokenizer() {
 fn control_token_text_never_becomes_a_control_token() {
     let detector = real_detector();
     // unk/`<|endoftext|>` 0, `<|im_start|>` 1, `<|im_end|>` 2 and the other control tokens (< 17).
-    let ids = detector.tokenize("a <|endoftext|> b <|im_start|>user\nhi<|im_end|> c").unwrap();
-    assert!(ids.iter().all(|&id| id >= 17), "control token injected: {ids:?}");
+    let ids = detector
+        .tokenize("a <|endoftext|> b <|im_start|>user\nhi<|im_end|> c")
+        .unwrap();
+    assert!(
+        ids.iter().all(|&id| id >= 17),
+        "control token injected: {ids:?}"
+    );
 }
 
 #[test]
@@ -70,24 +92,51 @@ fn golden_values_match_the_pytorch_reference() {
         let name = entry["name"].as_str().unwrap();
         let text = entry["text"].as_str().unwrap();
         let ids = detector.tokenize(text).unwrap();
-        assert_eq!(ids.len() as u64, entry["tokens_untruncated"].as_u64().unwrap(), "{name}: token count");
+        assert_eq!(
+            ids.len() as u64,
+            entry["tokens_untruncated"].as_u64().unwrap(),
+            "{name}: token count"
+        );
         let scored = &ids[..ids.len().min(max_tokens)];
-        assert_eq!(scored.len() as u64, entry["tokens"].as_u64().unwrap(), "{name}: scored tokens");
+        assert_eq!(
+            scored.len() as u64,
+            entry["tokens"].as_u64().unwrap(),
+            "{name}: scored tokens"
+        );
         let signals = detector.signals(scored).unwrap();
         let delta = (signals.criterion - entry["criterion"].as_f64().unwrap()).abs();
         worst = worst.max(delta);
-        assert!(delta <= CRITERION_TOLERANCE, "{name}: criterion {} vs {}", signals.criterion, entry["criterion"]);
-        for (field, got) in [("mean_log_prob", signals.mean_log_prob), ("mean_entropy", signals.mean_entropy)] {
+        assert!(
+            delta <= CRITERION_TOLERANCE,
+            "{name}: criterion {} vs {}",
+            signals.criterion,
+            entry["criterion"]
+        );
+        for (field, got) in [
+            ("mean_log_prob", signals.mean_log_prob),
+            ("mean_entropy", signals.mean_entropy),
+        ] {
             let want = entry[field].as_f64().unwrap();
-            assert!((got - want).abs() <= MEAN_TOLERANCE, "{name}: {field} {got} vs {want}");
+            assert!(
+                (got - want).abs() <= MEAN_TOLERANCE,
+                "{name}: {field} {got} vs {want}"
+            );
         }
         // The public entry point gives the same numbers and reports truncation (checked on two
         // texts only: every forward pass costs CI time).
         if ["gettysburg_address", "apache_license_long"].contains(&name) {
             let score = detector.score(text).unwrap();
             assert_eq!(score.tokens, scored.len(), "{name}");
-            assert_eq!(score.truncated, entry["truncated"].as_bool().unwrap(), "{name}");
-            assert_eq!(score.criterion.to_bits(), signals.criterion.to_bits(), "{name}");
+            assert_eq!(
+                score.truncated,
+                entry["truncated"].as_bool().unwrap(),
+                "{name}"
+            );
+            assert_eq!(
+                score.criterion.to_bits(),
+                signals.criterion.to_bits(),
+                "{name}"
+            );
         }
     }
     eprintln!("largest criterion difference from the reference: {worst:.6}");

@@ -18,7 +18,8 @@ fn load_tiny(config: DetectorConfig) -> (tempfile::TempDir, Detector) {
     (dir, detector)
 }
 
-const TEXT: &str = "the cat sat on the mat, and then the other cat sat on the other mat in the sun.";
+const TEXT: &str =
+    "the cat sat on the mat, and then the other cat sat on the other mat in the sun.";
 
 #[test]
 fn loads_and_scores_a_text() {
@@ -45,8 +46,14 @@ fn same_text_gives_the_same_numbers() {
     assert_eq!(a.mean_entropy.to_bits(), b.mean_entropy.to_bits());
     // The same seed writes the same file, hence the same weights and numbers.
     let (_dir2, again) = load_tiny(DetectorConfig::default());
-    assert_eq!(again.model_info().sha256_short, detector.model_info().sha256_short);
-    assert_eq!(again.score(TEXT).unwrap().criterion.to_bits(), a.criterion.to_bits());
+    assert_eq!(
+        again.model_info().sha256_short,
+        detector.model_info().sha256_short
+    );
+    assert_eq!(
+        again.score(TEXT).unwrap().criterion.to_bits(),
+        a.criterion.to_bits()
+    );
 }
 
 #[test]
@@ -54,7 +61,9 @@ fn concurrent_scoring_matches_sequential() {
     let (_dir, detector) = load_tiny(DetectorConfig::default());
     let expected = detector.score(TEXT).unwrap().criterion;
     std::thread::scope(|s| {
-        let handles: Vec<_> = (0..3).map(|_| s.spawn(|| detector.score(TEXT).unwrap().criterion)).collect();
+        let handles: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| detector.score(TEXT).unwrap().criterion))
+            .collect();
         for h in handles {
             assert_eq!(h.join().unwrap().to_bits(), expected.to_bits());
         }
@@ -63,7 +72,10 @@ fn concurrent_scoring_matches_sequential() {
 
 #[test]
 fn long_text_is_truncated_to_max_tokens() {
-    let config = DetectorConfig { min_tokens: 4, max_tokens: 20 };
+    let config = DetectorConfig {
+        min_tokens: 4,
+        max_tokens: 20,
+    };
     let (_dir, detector) = load_tiny(config);
     let long = TEXT.repeat(5);
     assert!(detector.tokenize(&long).unwrap().len() > 20);
@@ -82,7 +94,10 @@ fn long_text_is_truncated_to_max_tokens() {
 
 #[test]
 fn short_text_is_a_typed_error() {
-    let (_dir, detector) = load_tiny(DetectorConfig { min_tokens: 16, max_tokens: 512 });
+    let (_dir, detector) = load_tiny(DetectorConfig {
+        min_tokens: 16,
+        max_tokens: 512,
+    });
     match detector.score("the cat") {
         Err(InferenceError::TooShort { tokens, min }) => {
             assert_eq!(min, 16);
@@ -96,24 +111,42 @@ fn short_text_is_a_typed_error() {
 fn empty_and_blank_text_are_typed_errors() {
     let (_dir, detector) = load_tiny(DetectorConfig::default());
     assert!(matches!(detector.score(""), Err(InferenceError::EmptyText)));
-    assert!(matches!(detector.score(" \n\t "), Err(InferenceError::EmptyText)));
+    assert!(matches!(
+        detector.score(" \n\t "),
+        Err(InferenceError::EmptyText)
+    ));
 }
 
 #[test]
 fn limits_are_adjusted_to_what_can_be_scored() {
-    let (_dir, detector) = load_tiny(DetectorConfig { min_tokens: 0, max_tokens: 1_000_000 });
+    let (_dir, detector) = load_tiny(DetectorConfig {
+        min_tokens: 0,
+        max_tokens: 1_000_000,
+    });
     assert_eq!(detector.config().min_tokens, 2);
-    assert_eq!(detector.config().max_tokens, 2048, "capped at the context length");
-    assert!(matches!(detector.score("x"), Err(InferenceError::TooShort { tokens: 1, min: 2 })));
+    assert_eq!(
+        detector.config().max_tokens,
+        2048,
+        "capped at the context length"
+    );
+    assert!(matches!(
+        detector.score("x"),
+        Err(InferenceError::TooShort { tokens: 1, min: 2 })
+    ));
     assert!(detector.score("xy").is_ok());
 }
 
 #[test]
 fn special_token_text_is_plain_text() {
     let (_dir, detector) = load_tiny(DetectorConfig::default());
-    let ids = detector.tokenize("before <|endoftext|> after <|im_start|><|im_end|>").unwrap();
+    let ids = detector
+        .tokenize("before <|endoftext|> after <|im_start|><|im_end|>")
+        .unwrap();
     for special in 0..testing::TINY_SPECIAL_TOKENS.len() as u32 {
-        assert!(!ids.contains(&special), "control token {special} injected by user text: {ids:?}");
+        assert!(
+            !ids.contains(&special),
+            "control token {special} injected by user text: {ids:?}"
+        );
     }
     assert_eq!(
         detector.detokenize(&ids).unwrap(),
@@ -135,9 +168,12 @@ fn any_unicode_round_trips_through_the_byte_level_tokenizer() {
 
 #[test]
 fn missing_model_names_the_fetch_script() {
-    let err = Detector::load(std::path::Path::new("/nonexistent/model.gguf"), DetectorConfig::default())
-        .err()
-        .expect("missing file is an error");
+    let err = Detector::load(
+        std::path::Path::new("/nonexistent/model.gguf"),
+        DetectorConfig::default(),
+    )
+    .err()
+    .expect("missing file is an error");
     assert!(matches!(err, InferenceError::ModelMissing { .. }));
     assert!(err.to_string().contains("scripts/fetch-model"), "{err}");
 }
@@ -147,7 +183,9 @@ fn a_file_that_is_not_gguf_is_invalid() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("junk.gguf");
     std::fs::write(&path, b"definitely not a model").unwrap();
-    let err = Detector::load(&path, DetectorConfig::default()).err().expect("junk is an error");
+    let err = Detector::load(&path, DetectorConfig::default())
+        .err()
+        .expect("junk is an error");
     assert!(matches!(err, InferenceError::InvalidModel(_)), "{err:?}");
 }
 
@@ -155,18 +193,29 @@ fn a_file_that_is_not_gguf_is_invalid() {
 fn generation_is_reproducible_from_its_seed() {
     let (_dir, detector) = load_tiny(DetectorConfig::default());
     let prompt = detector.tokenize("the cat").unwrap();
-    let sampling = inference::Sampling { temperature: 0.8, max_new_tokens: 12, seed: 3 };
+    let sampling = inference::Sampling {
+        temperature: 0.8,
+        max_new_tokens: 12,
+        seed: 3,
+    };
     let a = detector.generate(&prompt, &sampling).unwrap();
     let b = detector.generate(&prompt, &sampling).unwrap();
     assert_eq!(a, b);
     assert!(!a.is_empty());
     // The cached incremental forward agrees with a full pass: greedy decoding one token at a time
     // from the growing prompt (no cache across calls) picks the same tokens.
-    let greedy = inference::Sampling { temperature: 0.0, max_new_tokens: 6, seed: 0 };
+    let greedy = inference::Sampling {
+        temperature: 0.0,
+        max_new_tokens: 6,
+        seed: 0,
+    };
     let cached = detector.generate(&prompt, &greedy).unwrap();
     let mut seq = prompt.clone();
     for &next in &cached {
-        let one = inference::Sampling { max_new_tokens: 1, ..greedy.clone() };
+        let one = inference::Sampling {
+            max_new_tokens: 1,
+            ..greedy.clone()
+        };
         assert_eq!(detector.generate(&seq, &one).unwrap(), vec![next]);
         seq.push(next);
     }
@@ -175,14 +224,22 @@ fn generation_is_reproducible_from_its_seed() {
 #[test]
 fn labels_serialize_lowercase() {
     assert_eq!(serde_json::to_string(&Label::Ai).unwrap(), "\"ai\"");
-    assert_eq!(serde_json::to_string(&Label::Uncertain).unwrap(), "\"uncertain\"");
+    assert_eq!(
+        serde_json::to_string(&Label::Uncertain).unwrap(),
+        "\"uncertain\""
+    );
 }
 
 #[test]
 fn weights_kept_quantized_score_close_to_f32() {
     let (_dir, path) = tiny_model(7);
     let f32_detector = Detector::load(&path, DetectorConfig::default()).unwrap();
-    let stored = Detector::load_with_format(&path, DetectorConfig::default(), inference::WeightFormat::Stored).unwrap();
+    let stored = Detector::load_with_format(
+        &path,
+        DetectorConfig::default(),
+        inference::WeightFormat::Stored,
+    )
+    .unwrap();
     let a = f32_detector.score(TEXT).unwrap();
     let b = stored.score(TEXT).unwrap();
     assert_eq!(a.tokens, b.tokens);
