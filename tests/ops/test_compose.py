@@ -121,6 +121,9 @@ def stack(tmp_path_factory):
     image = detector_image()
     tmp = tmp_path_factory.mktemp("compose")
     s = Stack(tmp)
+    # The image this session built, by its revision tag: a build running beside this one may
+    # move `latest` meanwhile.
+    s.env["DETECTOR_IMAGE_TAG"] = image.tag
     for d in (s.webroot, s.log_dir, tmp / "keys"):
         d.mkdir()
     # The throwaway certificate, where certbot would put it (live/<name>/).
@@ -300,6 +303,7 @@ def test_down_then_up_gives_the_same_topology(stack):
 def test_compose_file_is_valid_for_compose_1_29_and_has_no_top_level_name():
     compose = compose_command()
     env = {**os.environ, "DETECTOR_API_KEY": "k", "DETECTOR_HOSTNAME": HOSTNAME}
+    env.pop("DETECTOR_IMAGE_TAG", None)
     done = run([*compose, "-f", str(REPO_ROOT / "compose" / "compose.yaml"), "config", "-q"],
                env=env, check=False)
     assert (done.returncode, done.stderr) == (0, "")

@@ -38,7 +38,8 @@ IMAGE_BUILD_TIMEOUT = 30 * 60
 
 @dataclass(frozen=True)
 class DetectorImage:
-    name: str
+    name: str        # the revision tag: unlike latest, no other build can move it
+    tag: str         # DETECTOR_IMAGE_TAG for compose.yaml
     revision: str
     untracked_probe: str
     build_seconds: float
@@ -87,18 +88,24 @@ def detector_image() -> DetectorImage:
         seconds = time.monotonic() - started
         revision = run(["git", "-C", str(clone), "rev-parse", "HEAD"]).stdout.strip()
     _forget_older_builds(revision)
-    _built = DetectorImage(name=IMAGE, revision=revision, untracked_probe=UNTRACKED_PROBE,
+    repository = IMAGE.rsplit(":", 1)[0]
+    _built = DetectorImage(name=f"{repository}:{revision[:12]}", tag=revision[:12],
+                           revision=revision, untracked_probe=UNTRACKED_PROBE,
                            build_seconds=seconds)
     return _built
 
 
+# Revision tags kept besides this run's: builds running beside this one keep theirs.
+KEEP_RECENT_BUILDS = 5
+
+
 def _forget_older_builds(revision: str) -> None:
-    """Untag the images of earlier test runs (one per commit), so a CI machine's disk does not
-    fill with them; the layers that are still cache for the next build stay."""
+    """Untag the images of earlier test runs (one per commit, newest first in the listing), so a
+    CI machine's disk does not fill with them; layers still used as build cache stay."""
     repository = IMAGE.rsplit(":", 1)[0]
-    keep = {"latest", revision[:12]}
-    tags = run(["docker", "image", "ls", "--format", "{{.Tag}}", repository]).stdout.split()
-    stale = [f"{repository}:{t}" for t in tags if t not in keep and t != "<none>"]
+    tags = [t for t in run(["docker", "image", "ls", "--format", "{{.Tag}}", repository]).stdout.split()
+            if t not in ("latest", "<none>", revision[:12])]
+    stale = [f"{repository}:{t}" for t in tags[KEEP_RECENT_BUILDS:]]
     if stale:
         run(["docker", "image", "rm", *stale], check=False)
 
