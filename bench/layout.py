@@ -7,7 +7,9 @@ tokens; throughput is J / (mean of their median times), in forward passes per se
     bench/layout.py --out results/layout.json [--runs 5] [--layouts 1x1,1x2,2x1,4x1,2x2]
                     [--bench-binary target/release/deps/forward-...]
 
-A layout JxT is J jobs of T threads each. The service runs one thread per job (Detector's default)
+A layout JxT is J jobs of T threads each; `JxT:VAR=value` runs it with that environment (e.g.
+CANDLE_NUM_THREADS=1, which leaves candle's global pool for element-wise operations without
+worker threads, so each job does them on its own thread). The service runs one thread per job (Detector's default)
 and as many jobs as it has slots, so 2x1 is "one job per core" and 4x1 the default cap on 2 cores.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -55,21 +58,25 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--layouts", default="1x1,1x2,2x1,4x1,2x2")
+    parser.add_argument("--layouts", default="1x1,1x2,2x1,4x1,2x2,1x1:CANDLE_NUM_THREADS=1,"
+                                               "2x1:CANDLE_NUM_THREADS=1,4x1:CANDLE_NUM_THREADS=1")
     parser.add_argument("--bench-binary", type=Path, default=None)
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     if args.smoke:
-        args.runs, args.tokens, args.layouts = 1, 32, "1x1,2x1"
+        args.runs, args.tokens, args.layouts = 1, 32, "1x1,2x1:CANDLE_NUM_THREADS=1"
     binary = args.bench_binary or bench_binary()
     result = b.result_header("layout", args)
     result["bench_binary"] = str(binary)
     rows = []
     for layout in [l for l in args.layouts.split(",") if l]:
-        jobs, threads = (int(x) for x in layout.split("x"))
+        shape, _, env_text = layout.partition(":")
+        jobs, threads = (int(x) for x in shape.split("x"))
+        extra_env = dict(item.split("=", 1) for item in env_text.split("+") if item)
         argv = [str(binary), "--threads", str(threads), "--runs", str(args.runs),
                 "--sizes", str(args.tokens)]
-        procs = [subprocess.Popen(argv, cwd=b.REPO_ROOT, stdout=subprocess.PIPE,
+        env = {**os.environ, **extra_env}
+        procs = [subprocess.Popen(argv, cwd=b.REPO_ROOT, stdout=subprocess.PIPE, env=env,
                                   stderr=subprocess.STDOUT, text=True) for _ in range(jobs)]
         outputs = []
         for p in procs:
@@ -78,7 +85,7 @@ def main() -> int:
                 raise RuntimeError(f"{argv} exited with {p.returncode}:\n{out}")
             outputs.append(parse(out, args.tokens))
         mean_s = statistics.fmean(o["median_s"] for o in outputs)
-        rows.append({"layout": layout, "jobs": jobs, "threads_per_job": threads,
+        rows.append({"layout": layout, "env": extra_env, "jobs": jobs, "threads_per_job": threads,
                      "cpu_threads": jobs * threads, "loadavg": b.loadavg(),
                      "median_s_per_job": [o["median_s"] for o in outputs],
                      "mean_job_s": mean_s, "forwards_per_s": jobs / mean_s,

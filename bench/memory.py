@@ -46,6 +46,7 @@ def measure_service(workdir: Path, max_jobs: int) -> dict:
         long_text.write_text(" ".join([b.TEXT_128.read_text()] * 5))
         report = b.ctl_bench(service.base_url, service.api_key, concurrency=max_jobs,
                              requests=2 * max_jobs, text_file=long_text)
+        out["all_slots_512"] = f"after_{max_jobs}x512"
         out[f"after_{max_jobs}x512"] = {"hwm_mib": hwm_mib(service.pid),
                                         "rss_mib": rss_mib(service.pid),
                                         "statuses": report["status"]}
@@ -82,6 +83,8 @@ def main() -> int:
                         help="measure the service only (CI has no torch)")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
+    if args.smoke:
+        args.max_jobs = 2
     workdir = b.workdir_for(args)
     result = b.result_header("memory", args)
     try:

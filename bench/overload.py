@@ -28,6 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib as b  # noqa: E402
 
 PROBE_INTERVAL_S = 0.05
+# The load generators share the two cores with the service; at the lowest priority they take only
+# CPU the service leaves idle, as clients on other machines would. The prober keeps priority 0:
+# its latency is the measurement.
+GENERATOR_NICE = 19
 # Completions in the first seconds of a phase are not counted: the slots fill at once when a
 # phase starts, which would overstate the steady rate.
 WARM_UP_S = 3.0
@@ -50,6 +54,10 @@ def main() -> int:
                         help="closed-loop clients of the retry storm (default 10x --max-jobs; "
                              "0 to skip)")
     parser.add_argument("--max-jobs", type=int, default=4)
+    parser.add_argument("--niced-phase", type=float, default=10.0,
+                        help="after the rest, repeat the open loop at this multiple with the "
+                             "service's inference threads reniced to 10 (0: skip); an experiment "
+                             "for the fix described in docs/benchmarks.md")
     args = parser.parse_args()
     if args.smoke:
         args.duration, args.sweep = 2, "10"
@@ -78,6 +86,12 @@ def main() -> int:
                 phases.append(open_loop_phase(service, workdir, capacity, multiple, args.duration))
             if storm > 0:
                 phases.append(storm_phase(service, workdir, capacity, storm, args.duration))
+            if args.niced_phase > 0:
+                with InferenceRenicer(service.pid) as renicer:
+                    phase = open_loop_phase(service, workdir, capacity, args.niced_phase,
+                                            args.duration, name_suffix="-niced")
+                phase["reniced_threads"] = renicer.count
+                phases.append(phase)
             result["phases"] = phases
         result["rss_whole_run"] = whole_run.summary()
         result["rss_whole_run_samples"] = whole_run.samples
@@ -116,27 +130,80 @@ def with_probe(service: b.Service, workdir: Path, name: str, duration: float, lo
     probe report, RSS summary, service-side latencies)."""
     probe_out = workdir / f"probe-{name}.json"
     start, t0 = service.log_offset(), time.time()
+    cpu0 = b.cpu_seconds(service.pid)
     with b.RssSampler(service.pid) as rss:
         probe = b.start_helper("probe.py", ["--url", service.base_url, "--interval",
                                             str(PROBE_INTERVAL_S), "--duration", str(duration)],
                                probe_out, service.api_key, workdir)
         loaded = load()
         probed = b.wait_helper(probe, probe_out, timeout=duration + 60)
+    elapsed = time.time() - t0
+    cpu1 = b.cpu_seconds(service.pid)
     time.sleep(0.2)  # the service logs a request after its answer is sent
     end = service.log_offset()
-    return loaded, probed, rss, service_side(service, start, end, steady_window(t0, duration))
+    svc = service_side(service, start, end, steady_window(t0, duration))
+    svc["cpu_cores_used"] = (cpu1 - cpu0) / elapsed if cpu0 is not None and cpu1 is not None else None
+    return loaded, probed, rss, svc
+
+
+class InferenceRenicer:
+    """Sets nice 10 on the service's inference threads while the `with` block runs, and on any
+    new one every 200 ms (the blocking pool starts threads on demand). Inference runs on tokio's
+    blocking threads and on the one-thread rayon pools they create, which inherit their name;
+    actix's workers (`actix-rt|system`, `actix-server`) that answer /healthz and refusals keep
+    nice 0. This tests from outside what a per-thread priority in the service would do."""
+
+    NAMES = ("tokio-rt-worker", "tokio-runtime-w")
+
+    def __init__(self, pid: int):
+        import threading
+        self.pid = pid
+        self.done: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def count(self) -> int:
+        return len(self.done)
+
+    def _sweep(self) -> None:
+        import os
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            tid = int(task.name)
+            if tid in self.done:
+                continue
+            try:
+                if (task / "comm").read_text().strip() in self.NAMES:
+                    os.setpriority(os.PRIO_PROCESS, tid, 10)
+                    self.done.add(tid)
+            except OSError:
+                continue
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sweep()
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> "InferenceRenicer":
+        self._sweep()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 def open_loop_phase(service: b.Service, workdir: Path, capacity: float, multiple: float,
-                    duration: float) -> dict:
+                    duration: float, name_suffix: str = "") -> dict:
     rate = max(0.1, capacity * multiple)
-    name = f"open-{multiple:g}x"
+    name = f"open-{multiple:g}x{name_suffix}"
     out = workdir / f"{name}.json"
 
     def load():
         gen = b.start_helper("openloop.py", ["--url", service.base_url, "--rate", f"{rate:.4f}",
                                              "--duration", str(duration)],
-                             out, service.api_key, workdir)
+                             out, service.api_key, workdir, nice=GENERATOR_NICE)
         return b.wait_helper(gen, out, timeout=duration + 180)
 
     loaded, probed, rss, svc = with_probe(service, workdir, name, duration, load)
@@ -156,6 +223,7 @@ def open_loop_phase(service: b.Service, workdir: Path, capacity: float, multiple
         "healthz_service": svc["healthz"],
         "healthz_probe": {k: probed[k] for k in ("probes", "statuses", "errors", "latency")},
         "rss": rss.summary(),
+        "service_cpu_cores": svc["cpu_cores_used"],
         "raw": {"latency_200_ms": loaded["raw"]["latency_200_ms"],
                 "refusal_client_ms": loaded["raw"]["latency_503_ms"],
                 "refusal_service_ms": svc["raw_refusal_ms"],
@@ -169,7 +237,7 @@ def storm_phase(service: b.Service, workdir: Path, capacity: float, concurrency:
 
     def load():
         return b.ctl_bench(service.base_url, service.api_key, concurrency=concurrency,
-                           duration=duration)
+                           duration=duration, nice=GENERATOR_NICE)
 
     report, probed, rss, svc = with_probe(service, workdir, name, duration, load)
     ok = report["status"]["200"]
@@ -188,6 +256,7 @@ def storm_phase(service: b.Service, workdir: Path, capacity: float, concurrency:
         "healthz_service": svc["healthz"],
         "healthz_probe": {k: probed[k] for k in ("probes", "statuses", "errors", "latency")},
         "rss": rss.summary(),
+        "service_cpu_cores": svc["cpu_cores_used"],
         "raw": {"refusal_service_ms": svc["raw_refusal_ms"][:5000],
                 "healthz_probe_ms": probed["raw"]["latency_ms"]},
     }

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -66,16 +67,19 @@ def plot_latency(results: Path, out: Path) -> None:
     left.grid(alpha=0.3)
 
     overloads = load_all(results, "overload")
-    refusal, probe_open, probe_storm = [], [], []
+    refusal, probe_open, probe_storm, probe_niced = [], [], [], []
     for o in overloads:
         for p in o["phases"]:
             if p["phase"] == "open-10x":
                 refusal += p["raw"]["refusal_client_ms"]
                 probe_open += p["raw"]["healthz_probe_ms"]
+            elif p["phase"] == "open-10x-niced":
+                probe_niced += p["raw"]["healthz_probe_ms"]
             elif p["phase"].startswith("storm"):
                 probe_storm += p["raw"]["healthz_probe_ms"]
     cdf(right, refusal, "503 refusals, client, open loop 10x")
     cdf(right, probe_open, "/healthz probe, open loop 10x")
+    cdf(right, probe_niced, "/healthz probe, open loop 10x, inference at nice 10")
     cdf(right, probe_storm, "/healthz probe, retry storm")
     right.axvline(10, color="grey", linestyle="--", linewidth=0.8)
     right.text(10, 0.02, " 10 ms target", color="grey")
@@ -100,23 +104,29 @@ def plot_goodput(results: Path, out: Path) -> None:
     capacities = [o["capacity_rps"] for o in overloads]
     top = 0.0
     for i, o in enumerate(overloads):
-        opens = sorted((p for p in o["phases"] if p["mode"] == "open"),
+        opens = sorted((p for p in o["phases"] if p["mode"] == "open"
+                        and not p["phase"].endswith("niced")),
                        key=lambda p: p["offered_rps"])
         xs = [p["offered_rps"] for p in opens]
         ys = [p["goodput_rps"] for p in opens]
         ax.plot(xs, ys, "o-", alpha=0.7, label=f"repetition {i + 1}")
         top = max([top, *xs])
         for p in o["phases"]:
+            if p["phase"].endswith("niced"):
+                ax.plot([p["offered_rps"]], [p["goodput_rps"]], "^", color="tab:green",
+                        label="10x, inference threads at nice 10" if i == 0 else None)
             if p["mode"] == "closed":
-                ax.annotate(f"retry storm\n({p['offered_rps']:.0f} req/s offered)",
-                            (xs[-1] if xs else 1, p["goodput_rps"]), fontsize=7,
-                            xytext=(-90, -30), textcoords="offset points",
-                            arrowprops={"arrowstyle": "->", "linewidth": 0.5})
+                # The storm's offered rate is off the chart; it is drawn at the right edge.
+                ax.plot([xs[-1] if xs else 1], [p["goodput_rps"]], "x", color="red", markersize=8,
+                        label=(f"retry storm, {p.get('concurrency')} clients, "
+                               f"~{p['offered_rps']:.0f} req/s offered") if i == 0 else None)
     cap = sorted(capacities)[len(capacities) // 2]
-    ax.plot([0, cap, top], [0, cap, cap], "--", color="grey", label="ideal: min(offered, capacity)")
+    low = min(p["offered_rps"] for o in overloads for p in o["phases"] if p["mode"] == "open")
+    ax.plot([low, cap, top], [low, cap, cap], "--", color="grey",
+            label="ideal: min(offered, capacity)")
     ax.axhline(0.95 * cap, color="red", linestyle=":", linewidth=0.8, label="95 % of capacity")
-    ax.set_xscale("symlog", linthresh=max(cap, 0.1))
-    ax.set_xlabel("offered load, requests/s (open loop; symlog)")
+    ax.set_xscale("log")
+    ax.set_xlabel("offered load, requests/s (open loop, log)")
     ax.set_ylabel("goodput, 200s per second")
     ax.set_ylim(bottom=0)
     ax.set_title("Goodput against offered load (cap 4, 128 tokens)")
@@ -133,13 +143,20 @@ def plot_caps(results: Path, out: Path) -> None:
         return
     fig, ax = plt.subplots(figsize=(6, 4))
     ax2 = ax.twinx()
+    caps: list[int] = []
     for i, run in enumerate(runs):
-        caps = [r["cap"] for r in run["caps"]]
-        ax.plot(caps, [r["steady_rps"] for r in run["caps"]], "o-", color="tab:blue", alpha=0.6,
+        plain = [r for r in run["caps"] if not r.get("env")]
+        caps = [r["cap"] for r in plain]
+        ax.plot(caps, [r["steady_rps"] for r in plain], "o-", color="tab:blue", alpha=0.6,
                 label="requests/s" if i == 0 else None)
         ax2.plot(caps, [r["latency_200"]["p50_ms"] if r["latency_200"] else None
-                        for r in run["caps"]], "s--", color="tab:orange", alpha=0.6,
+                        for r in plain], "s--", color="tab:orange", alpha=0.6,
                  label="p50 latency" if i == 0 else None)
+        # Variants with service environment settings (e.g. CANDLE_NUM_THREADS=1): markers only.
+        for j, r in enumerate(x for x in run["caps"] if x.get("env")):
+            env = " ".join(f"{k}={v}" for k, v in r["env"].items())
+            ax.plot([r["cap"]], [r["steady_rps"]], "D", color="tab:green", alpha=0.8,
+                    label=f"requests/s, {env}" if i == 0 and j == 0 else None)
     ax.set_xscale("log", base=2)
     ax.set_xticks(caps, [str(c) for c in caps])
     ax.set_xlabel("slot cap = concurrency (2 cores)")
@@ -180,9 +197,13 @@ def main() -> int:
         print(__doc__, file=sys.stderr)
         return 2
     results = Path(sys.argv[1])
+    if os.environ.get("PLOT_FORMAT") == "png":  # for a quick look in an image viewer
+        real_savefig = plt.Figure.savefig
+        plt.Figure.savefig = lambda self, path, **kw: real_savefig(
+            self, Path(path).with_suffix(".png"), **kw)
     for plot in (plot_latency, plot_goodput, plot_caps, plot_rss):
         plot(results, results)
-    print("\n".join(str(p) for p in sorted(results.glob("*.svg"))))
+    print("\n".join(str(p) for p in sorted(results.glob("*.svg")) + sorted(results.glob("*.png"))))
     return 0
 
 

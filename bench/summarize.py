@@ -51,15 +51,19 @@ def metrics_of(rep: Path) -> dict[str, float | None]:
         m["throughput.edge_p99_ms"] = s["edge"]["p99_ms"]
         m["throughput.added_p50_ms"] = s["added_p50_ms"]
         m["throughput.added_p50_pct"] = s["added_p50_pct"]
-        m["throughput.nginx_own_p50_ms"] = s["nginx_own_p50_ms"]
-        m["throughput.nginx_own_p50_pct"] = s["nginx_own_p50_pct"]
+        m["throughput.nginx_own_mean_ms"] = s.get("nginx_own_mean_ms")
+        m["throughput.nginx_own_mean_pct"] = s.get("nginx_own_mean_pct")
+        m["throughput.healthz_added_p50_ms"] = s.get("healthz_added_p50_ms")
+        m["throughput.healthz_direct_p50_ms"] = dig(t, "healthz_pairs", "direct", "p50_ms")
+        m["throughput.healthz_edge_p50_ms"] = dig(t, "healthz_pairs", "edge", "p50_ms")
         m["throughput.non_200"] = s["direct"]["non_200"] + s["edge"]["non_200"]
         m["startup.in_throughput_s"] = t.get("startup_s")
     o = load(rep, "overload")
     if o:
         m["overload.capacity_rps"] = o["capacity_rps"]
         for p in o["phases"]:
-            key = f"overload.{p['phase']}"
+            # Phase names carry a dot ("open-0.5x"); metric names use dots as separators.
+            key = f"overload.{p['phase'].replace('.', '_')}"
             m[f"{key}.offered_rps"] = p["offered_rps"]
             m[f"{key}.goodput_rps"] = p["goodput_rps"]
             m[f"{key}.goodput_pct"] = p["goodput_pct_of_capacity"]
@@ -84,7 +88,7 @@ def metrics_of(rep: Path) -> dict[str, float | None]:
     c = load(rep, "caps")
     if c:
         for row in c["caps"]:
-            key = f"caps.{row['cap']}"
+            key = f"caps.{caps_key(row.get('variant', str(row['cap'])))}"
             m[f"{key}.steady_rps"] = row["steady_rps"]
             m[f"{key}.p50_ms"] = dig(row, "latency_200", "p50_ms")
             m[f"{key}.p99_ms"] = dig(row, "latency_200", "p99_ms")
@@ -97,7 +101,7 @@ def metrics_of(rep: Path) -> dict[str, float | None]:
     lay = load(rep, "layout")
     if lay:
         for row in lay["layouts"]:
-            key = f"layout.{row['layout']}"
+            key = f"layout.{caps_key(row['layout'])}"
             m[f"{key}.job_s"] = row["mean_job_s"]
             m[f"{key}.forwards_per_s"] = row["forwards_per_s"]
             m[f"{key}.vs_1x1"] = row["throughput_vs_first"]
@@ -106,7 +110,7 @@ def metrics_of(rep: Path) -> dict[str, float | None]:
         svc = mem["service"]
         m["memory.service_after_load_mib"] = svc["after_load"]["hwm_mib"]
         m["memory.service_after_one_128_mib"] = svc["after_one_128"]["hwm_mib"]
-        worst = next((v for k, v in svc.items() if k.endswith("x512")), None)
+        worst = next((v for k, v in svc.items() if k.endswith("x512") and isinstance(v, dict)), None)
         m["memory.service_after_all_slots_512_mib"] = dig(worst, "hwm_mib")
         ref = mem.get("reference")
         if ref:
@@ -120,6 +124,11 @@ def metrics_of(rep: Path) -> dict[str, float | None]:
         m["startup.median_s"] = st["median_startup_s"]
         m["startup.model_load_s"] = st["median_model_load_s"]
     return m
+
+
+def caps_key(variant: str) -> str:
+    """A caps variant ("4" or "4:CANDLE_NUM_THREADS=1") as one dot-free metric-name part."""
+    return variant.replace(".", "_").replace(":", "~")
 
 
 def summarize(results: Path) -> dict[str, dict]:
@@ -160,11 +169,15 @@ def markdown(summary: dict) -> str:
               f"Edge/direct throughput: {c('throughput.edge_over_direct', '.3f')}. "
               f"Added p50: {c('throughput.added_p50_ms', '.1f')} ms = "
               f"{c('throughput.added_p50_pct', '.2f')} %. nginx's own time per request "
-              f"(rt − urt, p50): {c('throughput.nginx_own_p50_ms', '.2f')} ms = "
-              f"{c('throughput.nginx_own_p50_pct', '.3f')} %.", ""]
+              f"(rt − urt, mean): {c('throughput.nginx_own_mean_ms', '.2f')} ms = "
+              f"{c('throughput.nginx_own_mean_pct', '.3f')} % of the direct p50. "
+              f"GET /healthz (no inference) p50: direct {c('throughput.healthz_direct_p50_ms', '.2f')} ms, "
+              f"through nginx + TLS {c('throughput.healthz_edge_p50_ms', '.2f')} ms: the edge's fixed "
+              f"cost is {c('throughput.healthz_added_p50_ms', '.2f')} ms per request.", ""]
     phases = sorted({k.split(".")[1] for k in summary if k.startswith("overload.open-")
                      or k.startswith("overload.storm-")},
-                    key=lambda p: (p.startswith("storm"), float(p.split("-")[1].rstrip("x"))
+                    key=lambda p: (p.startswith("storm"),
+                                   float(p.split("-")[1].rstrip("x").replace("_", "."))
                                    if p.startswith("open") else 0))
     lines += [f"Capacity (steady requests/s, cap 4, concurrency 4): {c('overload.capacity_rps', '.3f')}.", "",
               "| phase | offered req/s | goodput req/s | goodput % of capacity | 503s | 503 without Retry-After | refusal p99 client, ms | refusal p99 in service, ms | /healthz p99 probe, ms | /healthz p99 in service, ms | RSS growth, MiB |",
@@ -173,7 +186,7 @@ def markdown(summary: dict) -> str:
         k = f"overload.{p}"
         refusal_client = (c(f"{k}.refusal_client_p99_ms", ".2f") if p.startswith("open")
                           else c(f"{k}.answered_client_p99_ms", ".2f") + " (all answers)")
-        lines.append(f"| {p} | {c(k + '.offered_rps', '.2f')} | {c(k + '.goodput_rps', '.3f')} | "
+        lines.append(f"| {p.replace('_', '.')} | {c(k + '.offered_rps', '.2f')} | {c(k + '.goodput_rps', '.3f')} | "
                      f"{c(k + '.goodput_pct', '.1f')} | {c(k + '.refused', '.0f')} | "
                      f"{c(k + '.refusals_without_retry_after', '.0f')} | {refusal_client} | "
                      f"{c(k + '.refusal_service_p99_ms', '.3f')} | "
@@ -181,25 +194,28 @@ def markdown(summary: dict) -> str:
                      f"{c(k + '.healthz_service_p99_ms', '.3f')} | {c(k + '.rss_growth_mib', '.1f')} |")
     lines += ["", f"RSS over the whole overload run: first {c('overload.rss_first_mib', '.0f')} MiB, "
               f"max {c('overload.rss_max_mib', '.0f')} MiB, last {c('overload.rss_last_mib', '.0f')} MiB.", ""]
-    caps = sorted({int(k.split(".")[1]) for k in summary if k.startswith("caps.")})
+    caps = sorted({k.split(".")[1] for k in summary if k.startswith("caps.")},
+                  key=lambda v: ("~" in v, int(v.split("~")[0]), v))
     if caps:
-        lines += ["| cap (jobs at once) | jobs per core | requests/s | p50, ms | p99, ms | goodput at 10x, % of its capacity | refusal p99 client at 10x, ms | /healthz p99 probe at 10x, ms |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["| cap (jobs at once) | service environment | jobs per core | requests/s | p50, ms | p99, ms | goodput at 10x, % of its capacity | refusal p99 client at 10x, ms | /healthz p99 probe at 10x, ms |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for cap in caps:
             k = f"caps.{cap}"
-            lines.append(f"| {cap} | {cap / 2:g} | {c(k + '.steady_rps', '.3f')} | {c(k + '.p50_ms', '.0f')} | "
+            jobs, _, env = cap.partition("~")
+            lines.append(f"| {jobs} | {('`' + env + '`') if env else 'default'} | {int(jobs) / 2:g} | {c(k + '.steady_rps', '.3f')} | {c(k + '.p50_ms', '.0f')} | "
                          f"{c(k + '.p99_ms', '.0f')} | {c(k + '.overload_goodput_pct', '.1f')} | "
                          f"{c(k + '.overload_refusal_client_p99_ms', '.2f')} | "
                          f"{c(k + '.overload_healthz_probe_p99_ms', '.2f')} |")
         lines.append("")
     layouts = sorted({k.split(".")[1] for k in summary if k.startswith("layout.")},
-                     key=lambda l: [int(x) for x in l.split("x")])
+                     key=lambda l: ("~" in l, [int(x) for x in l.split("~")[0].split("x")]))
     if layouts:
         lines += ["| layout (jobs x threads per job) | seconds per 128-token job | forward passes/s | vs 1x1 |",
                   "|---|---|---|---|"]
         for lay in layouts:
             k = f"layout.{lay}"
-            lines.append(f"| {lay} | {c(k + '.job_s', '.3f')} | {c(k + '.forwards_per_s', '.3f')} | "
+            shape, _, env = lay.partition("~")
+            lines.append(f"| {shape}{(' `' + env + '`') if env else ''} | {c(k + '.job_s', '.3f')} | {c(k + '.forwards_per_s', '.3f')} | "
                          f"{c(k + '.vs_1x1', '.2f')} |")
         lines.append("")
     lines += ["| peak RSS (VmHWM / ru_maxrss), MiB | detector-api | PyTorch reference |",
@@ -229,7 +245,7 @@ def main() -> int:
         for name, s in summary.items():
             writer.writerow([name, s["median"], s["min"], s["max"], s["n"]])
     (results / "summary.md").write_text(markdown(summary))
-    print(markdown(summary))
+    print(results / "summary.md")
     return 0
 
 
