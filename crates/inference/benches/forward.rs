@@ -2,10 +2,11 @@
 //! second and peak RSS. Same token sequences and output columns as
 //! `tools/reference/reference.py bench`, so the two tables compare line by line.
 //!
-//!   cargo bench -p inference --bench forward -- [--threads N] [--runs R] [--sizes 32,128,...]
+//!   cargo bench -p inference --bench forward -- [--threads N] [--jobs J] [--runs R] [--sizes 32,128,...]
 //!       [--weights f32|stored]
 //!
 //! `--threads` is the number of threads one scoring job uses (the service runs one per job).
+//! With `--jobs J`, J jobs run side by side: `median_s` is per job, `tokens_per_s` is the total.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -50,6 +51,8 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let threads: usize = arg(&args, "--threads").unwrap_or(1);
     let runs: usize = arg(&args, "--runs").unwrap_or(5);
+    // Jobs scoring side by side, each on its own thread (the service's layout); times are per job.
+    let jobs: usize = arg(&args, "--jobs").unwrap_or(1);
     let sizes: Vec<usize> = arg::<String>(&args, "--sizes")
         .map(|s| s.split(',').map(|n| n.parse().expect("size")).collect())
         .unwrap_or_else(|| vec![32, 128, 256, 512]);
@@ -66,7 +69,7 @@ fn main() {
         .expect("the real model loads (run scripts/fetch-model)")
         .with_threads_per_job(threads);
     println!(
-        "implementation candle ({format:?} weights)  threads {threads}  load {:.2} s  rss after load {:.0} MiB",
+        "implementation candle ({format:?} weights)  threads {threads}  jobs {jobs}  load {:.2} s  rss after load {:.0} MiB",
         started.elapsed().as_secs_f64(),
         peak_rss_mib()
     );
@@ -77,18 +80,30 @@ fn main() {
     for n in sizes {
         let ids = bench_ids(n);
         detector.signals(&ids).expect("warm-up");
-        let mut times: Vec<f64> = (0..runs)
-            .map(|_| {
-                let t = Instant::now();
-                std::hint::black_box(detector.signals(&ids).expect("forward"));
-                t.elapsed().as_secs_f64()
-            })
-            .collect();
+        let mut times: Vec<f64> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..jobs)
+                .map(|_| {
+                    s.spawn(|| {
+                        (0..runs)
+                            .map(|_| {
+                                let t = Instant::now();
+                                std::hint::black_box(detector.signals(&ids).expect("forward"));
+                                t.elapsed().as_secs_f64()
+                            })
+                            .collect::<Vec<f64>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("job"))
+                .collect()
+        });
         times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
         println!(
             "{n:>6} {median:>9.4} {:>12.1} {:>12.0} {:>11.4}",
-            n as f64 / median,
+            (n * jobs) as f64 / median,
             peak_rss_mib(),
             criterion_seconds(&ids, detector.vocab_size())
         );
