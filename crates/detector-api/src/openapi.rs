@@ -123,8 +123,7 @@ pub enum Label {
     Uncertain,
 }
 
-/// Every `code` the service sends (ApiError::code and json_errors::ensure_json; a unit test
-/// keeps this list and the service's in step).
+/// Every `code` the service sends (ApiError::code; a unit test keeps the two lists equal).
 #[derive(ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[allow(dead_code)] // the service sends codes as strings; this type only documents them
@@ -138,7 +137,6 @@ pub enum ErrorCode {
     Unauthorized,
     NotFound,
     MethodNotAllowed,
-    RequestTimeout,
     PayloadTooLarge,
     UnsupportedMediaType,
     EmptyText,
@@ -210,8 +208,6 @@ mod tests {
     #[test]
     fn the_documented_codes_are_exactly_the_ones_the_service_sends() {
         let mut sent: Vec<String> = every_error().iter().map(|e| e.code().to_owned()).collect();
-        // The one code only json_errors::ensure_json produces (actix's own 408).
-        sent.push("request_timeout".into());
         sent.sort();
         sent.dedup();
         let mut documented = documented_codes();
