@@ -166,7 +166,7 @@ def plot_caps(results: Path, out: Path) -> None:
     ax2.set_ylim(bottom=0)
     ax.set_title("Jobs per core: throughput and latency by cap")
     ax.grid(alpha=0.3)
-    fig.legend(loc="lower right", fontsize=7)
+    fig.legend(loc="upper left", bbox_to_anchor=(0.1, 0.9), fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "caps.svg")
     plt.close(fig)

@@ -56,6 +56,9 @@ def metrics_of(rep: Path) -> dict[str, float | None]:
         m["throughput.healthz_added_p50_ms"] = s.get("healthz_added_p50_ms")
         m["throughput.healthz_direct_p50_ms"] = dig(t, "healthz_pairs", "direct", "p50_ms")
         m["throughput.healthz_edge_p50_ms"] = dig(t, "healthz_pairs", "edge", "p50_ms")
+        added, base = s.get("healthz_added_p50_ms"), s["direct"]["p50_ms"]
+        m["throughput.healthz_added_pct_of_score_p50"] = (100.0 * added / base
+                                                          if added is not None and base else None)
         m["throughput.non_200"] = s["direct"]["non_200"] + s["edge"]["non_200"]
         m["startup.in_throughput_s"] = t.get("startup_s")
     o = load(rep, "overload")
@@ -159,7 +162,7 @@ def cell(summary: dict, name: str, spec: str = ".1f") -> str:
 
 def markdown(summary: dict) -> str:
     c = lambda name, spec=".1f": cell(summary, name, spec)  # noqa: E731
-    lines = ["Median over repetitions (min–max).", ""]
+    lines = ["<!-- section: throughput -->", "Median over repetitions (min–max).", ""]
     lines += ["| Throughput, 128 tokens, cap 4, concurrency 4 | direct | through nginx + TLS |",
               "|---|---|---|",
               f"| requests/s (steady) | {c('throughput.direct_rps', '.3f')} | {c('throughput.edge_rps', '.3f')} |",
@@ -168,18 +171,18 @@ def markdown(summary: dict) -> str:
               "",
               f"Edge/direct throughput: {c('throughput.edge_over_direct', '.3f')}. "
               f"Added p50: {c('throughput.added_p50_ms', '.1f')} ms = "
-              f"{c('throughput.added_p50_pct', '.2f')} %. nginx's own time per request "
-              f"(rt − urt, mean): {c('throughput.nginx_own_mean_ms', '.2f')} ms = "
-              f"{c('throughput.nginx_own_mean_pct', '.3f')} % of the direct p50. "
+              f"{c('throughput.added_p50_pct', '.2f')} %. "
               f"GET /healthz (no inference) p50: direct {c('throughput.healthz_direct_p50_ms', '.2f')} ms, "
               f"through nginx + TLS {c('throughput.healthz_edge_p50_ms', '.2f')} ms: the edge's fixed "
-              f"cost is {c('throughput.healthz_added_p50_ms', '.2f')} ms per request.", ""]
+              f"cost is {c('throughput.healthz_added_p50_ms', '.2f')} ms per request, "
+              f"{c('throughput.healthz_added_pct_of_score_p50', '.3f')} % of the direct /score p50.", ""]
     phases = sorted({k.split(".")[1] for k in summary if k.startswith("overload.open-")
                      or k.startswith("overload.storm-")},
-                    key=lambda p: (p.startswith("storm"),
+                    key=lambda p: (p.startswith("storm") or p.endswith("niced"),
+                                   p.startswith("open"),
                                    float(p.split("-")[1].rstrip("x").replace("_", "."))
                                    if p.startswith("open") else 0))
-    lines += [f"Capacity (steady requests/s, cap 4, concurrency 4): {c('overload.capacity_rps', '.3f')}.", "",
+    lines += ["<!-- section: overload -->", f"Capacity (steady requests/s, cap 4, concurrency 4): {c('overload.capacity_rps', '.3f')}.", "",
               "| phase | offered req/s | goodput req/s | goodput % of capacity | 503s | 503 without Retry-After | refusal p99 client, ms | refusal p99 in service, ms | /healthz p99 probe, ms | /healthz p99 in service, ms | RSS growth, MiB |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in phases:
@@ -197,7 +200,7 @@ def markdown(summary: dict) -> str:
     caps = sorted({k.split(".")[1] for k in summary if k.startswith("caps.")},
                   key=lambda v: ("~" in v, int(v.split("~")[0]), v))
     if caps:
-        lines += ["| cap (jobs at once) | service environment | jobs per core | requests/s | p50, ms | p99, ms | goodput at 10x, % of its capacity | refusal p99 client at 10x, ms | /healthz p99 probe at 10x, ms |",
+        lines += ["<!-- section: caps -->", "| cap (jobs at once) | service environment | jobs per core | requests/s | p50, ms | p99, ms | goodput at 10x, % of its capacity | refusal p99 client at 10x, ms | /healthz p99 probe at 10x, ms |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for cap in caps:
             k = f"caps.{cap}"
@@ -210,7 +213,7 @@ def markdown(summary: dict) -> str:
     layouts = sorted({k.split(".")[1] for k in summary if k.startswith("layout.")},
                      key=lambda l: ("~" in l, [int(x) for x in l.split("~")[0].split("x")]))
     if layouts:
-        lines += ["| layout (jobs x threads per job) | seconds per 128-token job | forward passes/s | vs 1x1 |",
+        lines += ["<!-- section: layout -->", "| layout (jobs x threads per job) | seconds per 128-token job | forward passes/s | vs 1x1 |",
                   "|---|---|---|---|"]
         for lay in layouts:
             k = f"layout.{lay}"
@@ -218,14 +221,14 @@ def markdown(summary: dict) -> str:
             lines.append(f"| {shape}{(' `' + env + '`') if env else ''} | {c(k + '.job_s', '.3f')} | {c(k + '.forwards_per_s', '.3f')} | "
                          f"{c(k + '.vs_1x1', '.2f')} |")
         lines.append("")
-    lines += ["| peak RSS (VmHWM / ru_maxrss), MiB | detector-api | PyTorch reference |",
+    lines += ["<!-- section: memory -->", "| peak RSS (VmHWM / ru_maxrss), MiB | detector-api | PyTorch reference |",
               "|---|---|---|",
               f"| model loaded | {c('memory.service_after_load_mib', '.0f')} | {c('memory.reference_after_load_mib', '.0f')} |",
               f"| after one 128-token scoring | {c('memory.service_after_one_128_mib', '.0f')} | {c('memory.reference_after_128_mib', '.0f')} |",
               f"| after 512 tokens (service: 4 slots at once) | {c('memory.service_after_all_slots_512_mib', '.0f')} | {c('memory.reference_after_512_mib', '.0f')} (one job) |",
               "",
               f"detector-api / reference after one 128-token scoring: {c('memory.service_over_reference_128', '.3f')}.",
-              "",
+              "", "<!-- section: startup -->",
               f"Start-up, process start to first 200 on /healthz: {c('startup.median_s', '.3f')} s "
               f"(model load inside it: {c('startup.model_load_s', '.3f')} s); the reference loads in "
               f"{c('memory.reference_load_s', '.1f')} s.", ""]
