@@ -84,6 +84,7 @@ def metrics_of(rep: Path) -> dict[str, float | None]:
             m[f"{key}.rss_growth_mib"] = dig(p, "rss", "growth_first_to_last_quarter_mib")
             m[f"{key}.rss_max_mib"] = dig(p, "rss", "max_mib")
             m[f"{key}.late_starts"] = p.get("late_starts")
+            m[f"{key}.service_cpu_cores"] = p.get("service_cpu_cores")
         m["overload.rss_first_mib"] = dig(o, "rss_whole_run", "first_mib")
         m["overload.rss_max_mib"] = dig(o, "rss_whole_run", "max_mib")
         m["overload.rss_last_mib"] = dig(o, "rss_whole_run", "last_mib")
