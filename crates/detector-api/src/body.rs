@@ -68,8 +68,10 @@ async fn read_limited(
     let mut body = Vec::with_capacity(declared_length.unwrap_or(0).min(limit) as usize);
     let mut seen: u64 = 0;
     while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::BadRequest(format!("The body could not be read: {e}.")))?;
+        let chunk = chunk.map_err(|e| ApiError::BadRequest {
+            message: "The request body could not be read.",
+            detail: e.to_string(),
+        })?;
         seen += chunk.len() as u64;
         if seen > limit + DRAIN_LIMIT {
             break;

@@ -25,8 +25,12 @@ pub enum ApiError {
     MissingText,
     #[error("The field \"text\" must be a string.")]
     TextNotString,
-    #[error("{0}")]
-    BadRequest(String),
+    /// A fixed message for the client; the library's own wording is the logged detail.
+    #[error("{message}")]
+    BadRequest {
+        message: &'static str,
+        detail: String,
+    },
     #[error("Content-Type must be application/json.")]
     UnsupportedMediaType,
     #[error("The request body is larger than {limit} bytes.")]
@@ -55,7 +59,7 @@ pub fn status_of(error: &ApiError) -> StatusCode {
         | ApiError::InvalidBody
         | ApiError::MissingText
         | ApiError::TextNotString
-        | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        | ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
         ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         ApiError::EmptyText | ApiError::TextTooShort { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -76,7 +80,7 @@ impl ApiError {
             ApiError::InvalidBody => "invalid_body",
             ApiError::MissingText => "missing_text",
             ApiError::TextNotString => "invalid_text",
-            ApiError::BadRequest(_) => "bad_request",
+            ApiError::BadRequest { .. } => "bad_request",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::EmptyText => "empty_text",
@@ -92,7 +96,9 @@ impl ApiError {
     fn detail(&self) -> Option<String> {
         match self {
             ApiError::Unauthorized(e) => Some(e.to_string()),
-            ApiError::Internal(detail) => Some(detail.clone()),
+            ApiError::Internal(detail) | ApiError::BadRequest { detail, .. } => {
+                Some(detail.clone())
+            }
             _ => None,
         }
     }

@@ -22,7 +22,10 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
                 },
                 JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
                 JsonPayloadError::Deserialize(e) => ApiError::InvalidJson(e.to_string()),
-                other => ApiError::BadRequest(format!("The request body is unreadable: {other}.")),
+                other => ApiError::BadRequest {
+                    message: "The request body could not be read.",
+                    detail: other.to_string(),
+                },
             };
             error.into()
         })
@@ -30,13 +33,21 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
 
 pub fn path_config() -> web::PathConfig {
     web::PathConfig::default().error_handler(|e: PathError, _req: &HttpRequest| {
-        ApiError::BadRequest(format!("The path is invalid: {e}.")).into()
+        ApiError::BadRequest {
+            message: "The path is invalid.",
+            detail: e.to_string(),
+        }
+        .into()
     })
 }
 
 pub fn query_config() -> web::QueryConfig {
     web::QueryConfig::default().error_handler(|e: QueryPayloadError, _req: &HttpRequest| {
-        ApiError::BadRequest(format!("The query string is invalid: {e}.")).into()
+        ApiError::BadRequest {
+            message: "The query string is invalid.",
+            detail: e.to_string(),
+        }
+        .into()
     })
 }
 

@@ -170,7 +170,10 @@ mod tests {
             ApiError::InvalidBody,
             ApiError::MissingText,
             ApiError::TextNotString,
-            ApiError::BadRequest(String::new()),
+            ApiError::BadRequest {
+                message: "",
+                detail: String::new(),
+            },
             ApiError::UnsupportedMediaType,
             ApiError::PayloadTooLarge { limit: 1 },
             ApiError::EmptyText,
@@ -191,7 +194,7 @@ mod tests {
                 | ApiError::InvalidBody
                 | ApiError::MissingText
                 | ApiError::TextNotString
-                | ApiError::BadRequest(_)
+                | ApiError::BadRequest { .. }
                 | ApiError::UnsupportedMediaType
                 | ApiError::PayloadTooLarge { .. }
                 | ApiError::EmptyText

@@ -557,3 +557,38 @@ async fn chunked_body_over_the_limit_gets_413() {
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("\"payload_too_large\""), "{answer}");
 }
+
+/// Broken chunk framing reaches only the service's body reader (nginx answers it at the edge):
+/// the client gets a fixed message, never the transport library's own wording.
+#[tokio::test]
+async fn broken_chunking_gets_a_fixed_message() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = ServerBuilder::new().start().await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    let request = format!(
+        "POST /score HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {ENV_KEY}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+         zz\r\n{{}}\r\n0\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("an answer, not a hang")
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("\"The request body could not be read.\""),
+        "{answer}"
+    );
+    assert!(
+        !answer.contains("EOF") && !answer.contains("payload"),
+        "{answer}"
+    );
+}
