@@ -40,12 +40,13 @@ prefix=${root%/}  # "" for the real root, so paths print as the host will see th
 # Host directories the Compose stack bind-mounts (path, mode, group): nginx's dedicated access
 # log (fail2ban and logrotate read it), the ACME webroot certbot writes and nginx serves, and
 # the key file's directory, readable by the detector's group (gid 10001, fixed in the
-# Dockerfile) and no one else. Docker would create missing ones at `up`, as root and 0755, but
+# Dockerfile) and no one else; setgid, so a key file `detectorctl keys` writes there as root
+# belongs to that group too and the detector can read it after a reload. Docker would create missing ones at `up`, as root and 0755, but
 # fail2ban and the certbot bootstrap need theirs before the first start.
 STACK_DIRS=(
   "/var/log/detector-stack 0755 0"
   "/var/www/certbot 0755 0"
-  "/etc/detector-stack/keys 0750 10001"
+  "/etc/detector-stack/keys 2750 10001"
 )
 
 changed=0

@@ -59,7 +59,7 @@ def test_installs_every_manifest_line_then_a_second_run_changes_nothing(tmp_path
         assert (root / directory).is_dir()
     keys = (root / "etc/detector-stack/keys").stat()
     # Readable by the detector's group (the container's gid) only.
-    assert (stat.S_IMODE(keys.st_mode), keys.st_gid) == (0o750, 10001)
+    assert (stat.S_IMODE(keys.st_mode), keys.st_gid) == (0o2750, 10001)
     before = _snapshot(root)
 
     second = _install(root)

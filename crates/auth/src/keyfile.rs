@@ -8,6 +8,7 @@
 //! until the old one expires.
 
 use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,6 +17,10 @@ use time::OffsetDateTime;
 
 use crate::key::{ApiKey, KeyHash, KeyId};
 use crate::store::ENV_KEY_ID;
+
+/// Mode of a key file written for the first time: the owner writes, the service's group reads.
+/// It holds hashes only, but nobody else has a reason to read it.
+const NEW_FILE_MODE: u32 = 0o640;
 
 /// One key as stored: never the key itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,8 +137,9 @@ impl KeyFile {
         json
     }
 
-    /// Writes atomically: a temporary file in the same directory (mode 0600), flushed to disk,
-    /// then renamed over `path`. A reader (the service on SIGHUP) sees the old or the new file,
+    /// Writes atomically: a temporary file in the same directory, flushed to disk, then renamed
+    /// over `path`. The new file keeps the old one's mode (0640 for a first file): the service
+    /// reads it through its group, which the key directory's setgid bit hands down. A reader (the service on SIGHUP) sees the old or the new file,
     /// never half of one.
     pub fn save(&self, path: &Path) -> Result<(), KeyFileError> {
         let write_error = |source| KeyFileError::Write {
@@ -145,6 +151,13 @@ impl KeyFile {
             _ => Path::new("."),
         };
         let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(write_error)?;
+        let permissions = match std::fs::metadata(path) {
+            Ok(existing) => existing.permissions(),
+            Err(_) => std::fs::Permissions::from_mode(NEW_FILE_MODE),
+        };
+        temp.as_file()
+            .set_permissions(permissions)
+            .map_err(write_error)?;
         temp.write_all(self.to_json().as_bytes())
             .map_err(write_error)?;
         temp.as_file().sync_all().map_err(write_error)?;

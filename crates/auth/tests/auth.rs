@@ -102,15 +102,22 @@ fn key_file_stores_hashes_only_and_round_trips_through_disk() {
 
 #[cfg(unix)]
 #[test]
-fn saved_key_file_is_private() {
+fn saved_key_file_is_readable_by_its_group_only_and_keeps_its_mode() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keys.json");
+    let mode_of = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode();
     let mut file = KeyFile::new();
     file.add("app", None).unwrap();
     file.save(&path).unwrap();
-    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-    assert_eq!(mode & 0o077, 0, "mode {mode:o}");
+    // The service runs under another uid and reads the file through its group.
+    assert_eq!(mode_of(&path) & 0o777, 0o640, "mode {:o}", mode_of(&path));
+
+    // An operator's stricter choice survives the next save (a rename of a new file).
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    file.add("other", None).unwrap();
+    file.save(&path).unwrap();
+    assert_eq!(mode_of(&path) & 0o777, 0o600, "mode {:o}", mode_of(&path));
 }
 
 #[test]
