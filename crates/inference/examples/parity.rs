@@ -16,8 +16,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let model = root.join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
     let detector = Detector::load_with_format(&model, DetectorConfig::default(), format)?;
-    let fixture: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("tests/fixtures/golden.json"))?)?;
+    let fixture: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        root.join("tests/fixtures/golden.json"),
+    )?)?;
     let max_tokens = fixture["max_tokens"].as_u64().unwrap_or(512) as usize;
     let mut worst: f64 = 0.0;
     for entry in fixture["texts"].as_array().ok_or("texts")? {
@@ -26,7 +27,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let criterion = detector.signals(&ids)?.criterion;
         let delta = criterion - entry["criterion"].as_f64().ok_or("criterion")?;
         worst = worst.max(delta.abs());
-        println!("{:30} {criterion:9.4} {delta:+.4}", entry["name"].as_str().unwrap_or("?"));
+        println!(
+            "{:30} {criterion:9.4} {delta:+.4}",
+            entry["name"].as_str().unwrap_or("?")
+        );
     }
     println!("{format:?}: largest criterion difference {worst:.4}");
     Ok(())
