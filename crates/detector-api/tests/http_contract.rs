@@ -525,53 +525,32 @@ async fn healthcheck_subcommand_exits_0_when_healthy_and_1_otherwise() {
 /// A chunked body has no Content-Length to refuse up front: the limit holds while reading.
 #[tokio::test]
 async fn chunked_body_over_the_limit_gets_413() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = ServerBuilder::new()
         .env("DETECTOR_MAX_BODY_BYTES", &BODY_LIMIT.to_string())
         .start()
         .await;
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
-        .await
-        .unwrap();
-    let head = format!(
+    let mut request = format!(
         "POST /score HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {ENV_KEY}\r\n\
          Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
     let chunk = "x".repeat(1000);
-    stream.write_all(b"a\r\n{\"text\": \"\r\n").await.unwrap();
+    request.push_str("a\r\n{\"text\": \"\r\n");
     for _ in 0..(BODY_LIMIT / 1000 + 2) {
-        let framed = format!("{:x}\r\n{chunk}\r\n", chunk.len());
-        stream.write_all(framed.as_bytes()).await.unwrap();
+        request.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
     }
-    stream.write_all(b"2\r\n\"}\r\n0\r\n\r\n").await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        stream.read_to_end(&mut answer),
-    )
-    .await
-    .expect("an answer, not a hang")
-    .unwrap();
-    let answer = String::from_utf8_lossy(&answer);
+    request.push_str("2\r\n\"}\r\n0\r\n\r\n");
+    let answer = raw_exchange(&server, &request).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("\"payload_too_large\""), "{answer}");
 }
 
-/// Broken chunk framing reaches only the service's body reader (nginx answers it at the edge):
-/// the client gets a fixed message, never the transport library's own wording.
-#[tokio::test]
-async fn broken_chunking_gets_a_fixed_message() {
+/// Sends `request` as raw bytes (for framing an HTTP client would refuse to produce) and reads
+/// the answer until the server closes the connection.
+async fn raw_exchange(server: &common::Server, request: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let server = ServerBuilder::new().start().await;
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
         .await
         .unwrap();
-    let request = format!(
-        "POST /score HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {ENV_KEY}\r\n\
-         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
-         zz\r\n{{}}\r\n0\r\n\r\n"
-    );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
     tokio::time::timeout(
@@ -581,7 +560,20 @@ async fn broken_chunking_gets_a_fixed_message() {
     .await
     .expect("an answer, not a hang")
     .unwrap();
-    let answer = String::from_utf8_lossy(&answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Broken chunk framing reaches only the service's body reader (nginx answers it at the edge):
+/// the client gets a fixed message, never the transport library's own wording.
+#[tokio::test]
+async fn broken_chunking_gets_a_fixed_message() {
+    let server = ServerBuilder::new().start().await;
+    let request = format!(
+        "POST /score HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {ENV_KEY}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+         zz\r\n{{}}\r\n0\r\n\r\n"
+    );
+    let answer = raw_exchange(&server, &request).await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(
         answer.contains("\"The request body could not be read.\""),
