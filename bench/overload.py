@@ -54,6 +54,9 @@ def main() -> int:
                         help="closed-loop clients of the retry storm (default 10x --max-jobs; "
                              "0 to skip)")
     parser.add_argument("--max-jobs", type=int, default=4)
+    parser.add_argument("--service-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="environment setting for the service, e.g. "
+                             "DETECTOR_INFERENCE_PRIORITY=0 (repeatable)")
     parser.add_argument("--niced-phase", type=float, default=10.0,
                         help="after the rest, repeat the open loop at this multiple with the "
                              "service's inference threads reniced to 10 (0: skip); an experiment "
@@ -65,7 +68,9 @@ def main() -> int:
     workdir = b.workdir_for(args)
     result = b.result_header("overload", args)
     try:
-        service = b.start_service(workdir / "service", max_jobs=args.max_jobs)
+        service_env = dict(setting.split("=", 1) for setting in args.service_env)
+        result["service_env"] = service_env
+        service = b.start_service(workdir / "service", max_jobs=args.max_jobs, env=service_env)
         result["startup_s"] = service.startup_s
         with b.RssSampler(service.pid) as whole_run:
             b.ctl_bench(service.base_url, service.api_key, concurrency=args.max_jobs,

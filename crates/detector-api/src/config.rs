@@ -84,6 +84,13 @@ pub struct Config {
     #[arg(long, env = "DETECTOR_MAX_TOKENS", default_value_t = 512)]
     pub max_tokens: usize,
 
+    /// Nice value (0-19) of the threads that run inference jobs. Above 0, /healthz and refusals
+    /// are answered ahead of running jobs on a saturated machine, at the cost of goodput when
+    /// refusals are many (docs/benchmarks.md); 0 keeps the service's own priority.
+    #[arg(long, env = "DETECTOR_INFERENCE_NICE", default_value_t = 0,
+          value_parser = clap::value_parser!(u8).range(0..=inference::MAX_JOB_NICE as i64))]
+    pub inference_nice: u8,
+
     /// The one shared key of a simple deployment (logged as key id "env").
     #[arg(long, env = "DETECTOR_API_KEY", hide_env_values = true)]
     pub api_key: Option<Secret>,
@@ -183,6 +190,7 @@ mod tests {
         assert_eq!(config.retry_after_secs, 1);
         assert_eq!(config.max_body_bytes, 65536);
         assert_eq!((config.min_tokens, config.max_tokens), (16, 512));
+        assert_eq!(config.inference_nice, 0);
         assert_eq!(config.log_format, LogFormat::Text);
         assert_eq!(config.shutdown_grace_secs, 20);
     }

@@ -40,7 +40,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!("DETECTOR_API_KEY is shorter than 16 characters; use a long random key.");
     }
 
-    let detector = load_model(&config.model_path, config.detector_config(), &metrics).await?;
+    let detector = load_model(
+        &config.model_path,
+        config.detector_config(),
+        config.inference_nice,
+        &metrics,
+    )
+    .await?;
     metrics.set_build_info(detector.model_info());
     let slots = JobSlots::new(config.max_concurrent_jobs);
     metrics.job_slots.set(i64::from(slots.capacity()));
@@ -121,6 +127,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 async fn load_model(
     path: &Path,
     detector_config: inference::DetectorConfig,
+    inference_nice: u8,
     metrics: &Metrics,
 ) -> anyhow::Result<Arc<Detector>> {
     if !path.exists() {
@@ -133,10 +140,12 @@ async fn load_model(
     let started = Instant::now();
     let owned_path = path.to_owned();
     // Loading reads and dequantizes the weights: blocking work, off the async thread.
-    let detector = web::block(move || Detector::load(&owned_path, detector_config))
-        .await
-        .context("the model loading task failed")?
-        .with_context(|| format!("cannot load the model from {}", path.display()))?;
+    let detector = web::block(move || {
+        Detector::load(&owned_path, detector_config)?.with_job_nice(inference_nice)
+    })
+    .await
+    .context("the model loading task failed")?
+    .with_context(|| format!("cannot load the model from {}", path.display()))?;
     let elapsed = started.elapsed();
     metrics.model_load_seconds.set(elapsed.as_secs_f64());
     let info = detector.model_info();
@@ -145,6 +154,7 @@ async fn load_model(
         sha256 = %info.sha256_short,
         min_tokens = detector.config().min_tokens,
         max_tokens = detector.config().max_tokens,
+        inference_nice = detector.job_nice(),
         load_seconds = elapsed.as_secs_f64(),
         "Model loaded."
     );

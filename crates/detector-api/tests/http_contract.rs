@@ -430,6 +430,58 @@ async fn score_answers_the_contract_fields() {
     }
 }
 
+/// Name and nice value of each thread of process `pid` (from /proc/PID/task/TID/stat, whose
+/// 19th field is the nice value; the name, field 2, may hold spaces, so fields count after it).
+fn thread_nice_values(pid: u32) -> Vec<(String, i64)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the service's threads");
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok())
+        .filter_map(|stat| {
+            let (head, tail) = stat.rsplit_once(')')?;
+            let name = head.split_once('(')?.1.to_string();
+            let nice = tail.split_whitespace().nth(19 - 3)?.parse().ok()?;
+            Some((name, nice))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn inference_runs_at_the_configured_nice_value_and_http_does_not() {
+    let server = ServerBuilder::new()
+        .env("DETECTOR_INFERENCE_NICE", "7")
+        .start()
+        .await;
+    let response = server
+        .client
+        .post(server.url("/score"))
+        .bearer_auth(ENV_KEY)
+        .json(&serde_json::json!({ "text": TEXT }))
+        .send()
+        .await
+        .expect("POST /score");
+    assert_eq!(response.status(), 200);
+
+    let threads = thread_nice_values(server.child.id());
+    assert!(
+        threads.iter().any(|(_, nice)| *nice == 7),
+        "no thread at nice 7 after a scoring: {threads:?}"
+    );
+    let http: Vec<_> = threads
+        .iter()
+        .filter(|(name, _)| name.starts_with("actix"))
+        .collect();
+    assert!(!http.is_empty(), "no actix threads in {threads:?}");
+    assert!(
+        http.iter().all(|(_, nice)| *nice == 0),
+        "an HTTP thread left priority 0: {threads:?}"
+    );
+    assert!(
+        server.logs().contains("inference_nice=7"),
+        "the start-up log does not say the nice value:\n{}",
+        server.logs()
+    );
+}
+
 #[tokio::test]
 async fn long_text_is_scored_on_the_first_max_tokens() {
     let server = ServerBuilder::new()

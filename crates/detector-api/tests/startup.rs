@@ -90,6 +90,10 @@ fn bad_settings_are_refused() {
         ServerBuilder::new().env("DETECTOR_LOG_FORMAT", "xml"),
         "log-format",
     );
+    check(
+        ServerBuilder::new().env("DETECTOR_INFERENCE_NICE", "20"),
+        "inference-nice",
+    );
     check(ServerBuilder::new().env("DETECTOR_BIND", "nowhere"), "bind");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();

@@ -23,6 +23,7 @@ pub use calibration::{Calibration, SMOLLM2_CALIBRATION};
 pub use criterion::{signals_from_logits, Signals};
 pub use generation::Sampling;
 pub use linear::WeightFormat;
+pub use threads::MAX_JOB_NICE;
 
 use gguf::GgufFile;
 use model::{Llama, LlamaConfig};
@@ -97,6 +98,8 @@ pub enum InferenceError {
     TooShort { tokens: usize, min: usize },
     #[error("tokenizer failed: {0}")]
     Tokenizer(String),
+    #[error("job priority refused: {0}")]
+    Priority(String),
     #[error("inference failed: {0}")]
     Compute(String),
 }
@@ -108,7 +111,7 @@ pub struct Detector {
     info: ModelInfo,
     config: DetectorConfig,
     calibration: Calibration,
-    threads_per_job: usize,
+    job_threads: threads::PoolShape,
 }
 
 /// SHA-256 of a file, streamed so the whole file is never held twice in memory.
@@ -187,7 +190,10 @@ impl Detector {
                 max_tokens,
             },
             calibration: Calibration::default(),
-            threads_per_job: 1,
+            job_threads: threads::PoolShape {
+                threads: 1,
+                nice: 0,
+            },
         })
     }
 
@@ -199,12 +205,25 @@ impl Detector {
 
     /// Threads one `score` call uses (default 1: the service runs jobs side by side instead).
     pub fn with_threads_per_job(mut self, threads: usize) -> Self {
-        self.threads_per_job = threads.max(1);
+        self.job_threads.threads = threads.max(1);
         self
     }
 
     pub fn threads_per_job(&self) -> usize {
-        self.threads_per_job
+        self.job_threads.threads
+    }
+
+    /// Runs later `score` calls on threads of this nice value (0 to `MAX_JOB_NICE`; 0 keeps the
+    /// caller's priority); fails when the operating system refuses it (checked now, on a
+    /// throwaway thread).
+    pub fn with_job_nice(mut self, nice: u8) -> Result<Self, InferenceError> {
+        threads::check_job_nice(nice).map_err(InferenceError::Priority)?;
+        self.job_threads.nice = nice;
+        Ok(self)
+    }
+
+    pub fn job_nice(&self) -> u8 {
+        self.job_threads.nice
     }
 
     pub fn model_info(&self) -> &ModelInfo {
@@ -252,7 +271,7 @@ impl Detector {
                 "token id {bad} is outside the vocabulary"
             )));
         }
-        threads::run_with_threads(self.threads_per_job, || {
+        threads::run_with(self.job_threads, || {
             let logits = self.model.forward(ids, None, 0, ids.len() - 1)?;
             let vocab = self.model.vocab_size();
             let flat = logits
@@ -296,7 +315,7 @@ impl Detector {
         prompt: &[u32],
         sampling: &Sampling,
     ) -> Result<Vec<u32>, InferenceError> {
-        threads::run_with_threads(self.threads_per_job, || {
+        threads::run_with(self.job_threads, || {
             generation::generate(&self.model, self.tokenizer.eos_id(), prompt, sampling)
         })
     }
