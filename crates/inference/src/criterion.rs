@@ -16,16 +16,6 @@ pub struct Signals {
     pub mean_entropy: f64,
 }
 
-/// Per-position statistics of one softmax row.
-struct RowStats {
-    /// log p of the observed next token.
-    log_prob: f64,
-    /// sum_v p_v log p_v
-    mean: f64,
-    /// sum_v p_v (log p_v)^2 - mean^2
-    variance: f64,
-}
-
 /// Lanes of the row loop: a multiple of every vector width, so the compiler keeps one
 /// accumulator per lane in registers.
 const LANES: usize = 16;
@@ -76,75 +66,183 @@ fn row_max(logits: &[f32]) -> f32 {
         .fold(f32::NEG_INFINITY, f32::max)
 }
 
-/// One pass of `exp` over a row of logits.
+/// Softmax sums of one row over the part of the vocabulary seen so far, relative to the largest
+/// logit seen so far.
 ///
 /// With d_v = logit_v - max and S = sum_v e^{d_v}: log p_v = d_v - ln S, so
 /// mu = E_p[d] - ln S and var = Var_p[log p] = Var_p[d] (the shift does not change a variance).
-/// The terms are computed in f32 and summed per lane and block, then in f64.
-fn row_stats(logits: &[f32], target: usize) -> RowStats {
-    let max = row_max(logits);
-    let (mut sum, mut sum_d, mut sum_d2) = (0f64, 0f64, 0f64);
-    for block in logits.chunks(BLOCK) {
-        let mut e_lanes = [0f32; LANES];
-        let mut ed_lanes = [0f32; LANES];
-        let mut edd_lanes = [0f32; LANES];
-        let mut chunks = block.chunks_exact(LANES);
-        for chunk in &mut chunks {
-            for lane in 0..LANES {
-                let d = chunk[lane] - max;
-                let e = exp_shifted(d);
-                e_lanes[lane] += e;
-                ed_lanes[lane] += e * d;
-                edd_lanes[lane] += e * d * d;
+/// The vocabulary arrives in chunks (`Criterion::add_chunk`); two partial sums with different
+/// maxima merge exactly by rescaling to the larger one, so no row of logits is ever whole.
+#[derive(Debug, Clone, Copy)]
+struct RowSums {
+    max: f32,
+    /// sum e^d, sum e^d d, sum e^d d^2 with d relative to `max`.
+    sum: f64,
+    sum_d: f64,
+    sum_d2: f64,
+}
+
+impl RowSums {
+    const EMPTY: Self = Self {
+        max: f32::NEG_INFINITY,
+        sum: 0.0,
+        sum_d: 0.0,
+        sum_d2: 0.0,
+    };
+
+    /// The sums of `logits` (one pass of `exp`, terms in f32 per lane and block, then in f64).
+    fn of(logits: &[f32]) -> Self {
+        let max = row_max(logits);
+        let (mut sum, mut sum_d, mut sum_d2) = (0f64, 0f64, 0f64);
+        for block in logits.chunks(BLOCK) {
+            let mut e_lanes = [0f32; LANES];
+            let mut ed_lanes = [0f32; LANES];
+            let mut edd_lanes = [0f32; LANES];
+            let mut chunks = block.chunks_exact(LANES);
+            for chunk in &mut chunks {
+                for lane in 0..LANES {
+                    let d = chunk[lane] - max;
+                    let e = exp_shifted(d);
+                    e_lanes[lane] += e;
+                    ed_lanes[lane] += e * d;
+                    edd_lanes[lane] += e * d * d;
+                }
             }
+            for &logit in chunks.remainder() {
+                let d = logit - max;
+                let e = exp_shifted(d);
+                e_lanes[0] += e;
+                ed_lanes[0] += e * d;
+                edd_lanes[0] += e * d * d;
+            }
+            let total = |lanes: &[f32; LANES]| lanes.iter().map(|&v| f64::from(v)).sum::<f64>();
+            sum += total(&e_lanes);
+            sum_d += total(&ed_lanes);
+            sum_d2 += total(&edd_lanes);
         }
-        for &logit in chunks.remainder() {
-            let d = logit - max;
-            let e = exp_shifted(d);
-            e_lanes[0] += e;
-            ed_lanes[0] += e * d;
-            edd_lanes[0] += e * d * d;
+        Self {
+            max,
+            sum,
+            sum_d,
+            sum_d2,
         }
-        let total = |lanes: &[f32; LANES]| lanes.iter().map(|&v| f64::from(v)).sum::<f64>();
-        sum += total(&e_lanes);
-        sum_d += total(&ed_lanes);
-        sum_d2 += total(&edd_lanes);
     }
-    let ln_sum = sum.ln();
-    let mean_d = sum_d / sum;
-    RowStats {
-        log_prob: logits[target] as f64 - max as f64 - ln_sum,
-        mean: mean_d - ln_sum,
-        variance: (sum_d2 / sum - mean_d * mean_d).max(0.0),
+
+    /// These sums re-expressed relative to `max` (>= self.max): with s = e^{shift} and
+    /// d' = d + shift, sum e^{d'} = s sum e^d, and so on.
+    fn relative_to(self, max: f32) -> (f64, f64, f64) {
+        if self.sum == 0.0 {
+            return (0.0, 0.0, 0.0);
+        }
+        let shift = f64::from(self.max) - f64::from(max);
+        let scale = shift.exp();
+        (
+            scale * self.sum,
+            scale * (self.sum_d + shift * self.sum),
+            scale * (self.sum_d2 + 2.0 * shift * self.sum_d + shift * shift * self.sum),
+        )
+    }
+
+    fn merge(self, other: Self) -> Self {
+        let max = self.max.max(other.max);
+        let (a, b) = (self.relative_to(max), other.relative_to(max));
+        Self {
+            max,
+            sum: a.0 + b.0,
+            sum_d: a.1 + b.1,
+            sum_d2: a.2 + b.2,
+        }
     }
 }
 
-/// Computes the criterion from the logits of positions `0..n-1` (row-major `(n-1, vocab)`) of a
-/// text of token ids `ids` (length n >= 2).
+/// The criterion of one text, built from its logits a vocabulary chunk at a time.
+///
+/// Row r of every chunk is the logits of position r, which predict token r + 1 of `ids`.
+pub(crate) struct Criterion {
+    vocab: usize,
+    /// The observed next token of each scored position.
+    targets: Vec<u32>,
+    rows: Vec<RowSums>,
+    /// The logit of each row's observed token, once its chunk has passed.
+    target_logits: Vec<f32>,
+}
+
+impl Criterion {
+    /// For a text of token ids `ids` (at least two) over a vocabulary of `vocab` entries.
+    pub fn new(ids: &[u32], vocab: usize) -> Self {
+        let targets = ids.get(1..).unwrap_or_default().to_vec();
+        assert!(
+            !targets.is_empty(),
+            "the criterion needs at least two tokens"
+        );
+        Self {
+            vocab,
+            rows: vec![RowSums::EMPTY; targets.len()],
+            target_logits: vec![f32::NAN; targets.len()],
+            targets,
+        }
+    }
+
+    /// Positions scored (one row each in every chunk).
+    pub fn rows(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// Adds the logits of vocabulary entries `first..first + width` for every row: `logits` is
+    /// row-major `(rows, width)`.
+    pub fn add_chunk(&mut self, first: usize, logits: &[f32]) {
+        let width = logits.len() / self.rows();
+        assert_eq!(
+            width * self.rows(),
+            logits.len(),
+            "one chunk row per scored position"
+        );
+        assert!(first + width <= self.vocab, "chunk past the vocabulary");
+        for ((row, sums), (&target, target_logit)) in logits
+            .chunks_exact(width)
+            .zip(&mut self.rows)
+            .zip(self.targets.iter().zip(&mut self.target_logits))
+        {
+            *sums = sums.merge(RowSums::of(row));
+            if let Some(offset) = (target as usize).checked_sub(first).filter(|&o| o < width) {
+                *target_logit = row[offset];
+            }
+        }
+    }
+
+    /// The signals, once every vocabulary entry has been added.
+    pub fn finish(&self) -> Signals {
+        let (mut sum_lp, mut sum_mu, mut sum_var) = (0f64, 0f64, 0f64);
+        for (sums, &target_logit) in self.rows.iter().zip(&self.target_logits) {
+            let ln_sum = sums.sum.ln();
+            let mean_d = sums.sum_d / sums.sum;
+            sum_lp += f64::from(target_logit) - f64::from(sums.max) - ln_sum;
+            sum_mu += mean_d - ln_sum;
+            sum_var += (sums.sum_d2 / sums.sum - mean_d * mean_d).max(0.0);
+        }
+        let n = self.rows() as f64;
+        // A model certain of every position (zero variance) would divide by zero; the floor keeps
+        // the criterion finite and huge, which is the right direction (perfectly predictable text).
+        let criterion = (sum_lp - sum_mu) / sum_var.max(1e-12).sqrt();
+        Signals {
+            criterion,
+            mean_log_prob: sum_lp / n,
+            mean_entropy: -sum_mu / n,
+        }
+    }
+}
+
+/// Computes the criterion from the whole logits of positions `0..n-1` (row-major
+/// `(n-1, vocab)`) of a text of token ids `ids` (length n >= 2): one chunk of `Criterion`.
 pub fn signals_from_logits(logits: &[f32], vocab: usize, ids: &[u32]) -> Signals {
-    let scored = ids.len().saturating_sub(1);
-    assert!(scored >= 1, "the criterion needs at least two tokens");
+    let mut criterion = Criterion::new(ids, vocab);
     assert_eq!(
         logits.len(),
-        scored * vocab,
+        criterion.rows() * vocab,
         "logits must hold one row per scored position"
     );
-    let (mut sum_lp, mut sum_mu, mut sum_var) = (0f64, 0f64, 0f64);
-    for (row, &target) in logits.chunks_exact(vocab).zip(&ids[1..]) {
-        let stats = row_stats(row, target as usize);
-        sum_lp += stats.log_prob;
-        sum_mu += stats.mean;
-        sum_var += stats.variance;
-    }
-    let n = scored as f64;
-    // A model certain of every position (zero variance) would divide by zero; the floor keeps the
-    // criterion finite and huge, which is the right direction (perfectly predictable text).
-    let criterion = (sum_lp - sum_mu) / sum_var.max(1e-12).sqrt();
-    Signals {
-        criterion,
-        mean_log_prob: sum_lp / n,
-        mean_entropy: -sum_mu / n,
-    }
+    criterion.add_chunk(0, logits);
+    criterion.finish()
 }
 
 #[cfg(test)]
@@ -188,11 +286,33 @@ mod tests {
         ]
     }
 
+    struct Stats {
+        log_prob: f64,
+        mean: f64,
+        variance: f64,
+    }
+
+    /// One row through `Criterion` in chunks of `width` (the text's first token is arbitrary).
+    fn row_stats(row: &[f32], target: usize, width: usize) -> Stats {
+        let mut criterion = Criterion::new(&[0, target as u32], row.len());
+        for (index, chunk) in row.chunks(width).enumerate() {
+            criterion.add_chunk(index * width, chunk);
+        }
+        let sums = criterion.rows[0];
+        let ln_sum = sums.sum.ln();
+        let mean_d = sums.sum_d / sums.sum;
+        Stats {
+            log_prob: f64::from(criterion.target_logits[0]) - f64::from(sums.max) - ln_sum,
+            mean: mean_d - ln_sum,
+            variance: sums.sum_d2 / sums.sum - mean_d * mean_d,
+        }
+    }
+
     #[test]
     fn one_pass_statistics_match_the_definition() {
         for (index, row) in rows().iter().enumerate() {
             for target in [0, row.len() / 2, row.len() - 1] {
-                let stats = row_stats(row, target);
+                let stats = row_stats(row, target, row.len());
                 let (lp, mu, var) = naive(row, target);
                 let close = |got: f64, want: f64| (got - want).abs() <= 1e-5 * (1.0 + want.abs());
                 assert!(
@@ -209,6 +329,25 @@ mod tests {
                     close(stats.variance, var),
                     "row {index}: variance {} vs {var}",
                     stats.variance
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_rows_give_the_statistics_of_whole_rows() {
+        // Chunks whose maxima rise, fall and tie, ragged last chunks, one-entry chunks.
+        for (index, row) in rows().iter().enumerate() {
+            for width in [1, 3, 16, 1000, 4096] {
+                let target = row.len() * 2 / 3;
+                let whole = row_stats(row, target, row.len());
+                let chunked = row_stats(row, target, width);
+                let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * (1.0 + b.abs());
+                assert!(
+                    close(chunked.log_prob, whole.log_prob)
+                        && close(chunked.mean, whole.mean)
+                        && close(chunked.variance, whole.variance),
+                    "row {index}, chunks of {width}: differs from the whole row"
                 );
             }
         }

@@ -25,6 +25,7 @@ pub use generation::Sampling;
 pub use linear::WeightFormat;
 pub use threads::MAX_JOB_NICE;
 
+use criterion::Criterion;
 use gguf::GgufFile;
 use model::{Llama, LlamaConfig};
 use tokenizer::TextTokenizer;
@@ -272,13 +273,15 @@ impl Detector {
             )));
         }
         threads::run_with(self.job_threads, || {
-            let logits = self.model.forward(ids, None, 0, ids.len() - 1)?;
+            let hidden = self.model.final_hidden(ids, 0, ids.len() - 1)?;
             let vocab = self.model.vocab_size();
-            let flat = logits
-                .flatten_all()
-                .and_then(|t| t.to_vec1::<f32>())
-                .map_err(|e| InferenceError::Compute(e.to_string()))?;
-            Ok(signals_from_logits(&flat, vocab, ids))
+            let width = self.model.logits_chunk_width();
+            let mut criterion = Criterion::new(ids, vocab);
+            for first in (0..vocab).step_by(width) {
+                let count = width.min(vocab - first);
+                criterion.add_chunk(first, &self.model.logits_chunk(&hidden, first, count)?);
+            }
+            Ok(criterion.finish())
         })
     }
 

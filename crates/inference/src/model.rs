@@ -68,6 +68,11 @@ impl LlamaConfig {
     }
 }
 
+/// Vocabulary entries whose logits are computed at once when scoring: the criterion reads each
+/// chunk while it is still in cache, and the full `(tokens, vocabulary)` logits (96 MiB at 512
+/// tokens) never exist. Measured in docs/benchmarks.md.
+const LM_HEAD_CHUNK: usize = 2048;
+
 struct Block {
     attn_norm: Tensor,
     q: Dense,
@@ -114,7 +119,7 @@ impl Llama {
         let embedding = gguf.f32_tensor("token_embd.weight")?;
         let load_dense = |gguf: &mut GgufFile, name: &str| -> Result<Dense, InferenceError> {
             match format {
-                WeightFormat::F32 => Ok(Dense::f32(gguf.f32_tensor(name)?)),
+                WeightFormat::F32 => Dense::f32(gguf.f32_tensor(name)?).map_err(compute),
                 WeightFormat::Stored => Dense::quantized(gguf.qtensor(name)?).map_err(compute),
             }
         };
@@ -135,8 +140,9 @@ impl Llama {
         }
         let output_norm = gguf.f32_tensor("output_norm.weight")?;
         let lm_head = match (gguf.has_tensor("output.weight"), format) {
-            (true, _) => load_dense(gguf, "output.weight")?,
-            (false, WeightFormat::F32) => Dense::f32(embedding.clone()),
+            (true, WeightFormat::F32) => Dense::f32_rows(gguf.f32_tensor("output.weight")?),
+            (true, WeightFormat::Stored) => load_dense(gguf, "output.weight")?,
+            (false, WeightFormat::F32) => Dense::f32_rows(embedding.clone()),
             (false, WeightFormat::Stored) => load_dense(gguf, "token_embd.weight")?,
         };
         let model = Self {
@@ -219,11 +225,43 @@ impl Llama {
         first_row: usize,
         rows: usize,
     ) -> Result<Tensor, InferenceError> {
-        self.forward_inner(ids, cache, first_row, rows)
+        self.final_hidden_inner(ids, cache, first_row, rows)
+            .and_then(|hidden| self.lm_head.forward(&hidden))
             .map_err(compute)
     }
 
-    fn forward_inner(
+    /// The normalized final hidden states `(rows, hidden)` of positions `first_row..` of `ids`:
+    /// what the LM head turns into logits (`logits_chunk`).
+    pub(crate) fn final_hidden(
+        &self,
+        ids: &[u32],
+        first_row: usize,
+        rows: usize,
+    ) -> Result<Tensor, InferenceError> {
+        self.final_hidden_inner(ids, None, first_row, rows)
+            .map_err(compute)
+    }
+
+    /// Logits of vocabulary entries `first..first + count` for `hidden` (`final_hidden`), as a
+    /// row-major `(rows, count)` vector.
+    pub(crate) fn logits_chunk(
+        &self,
+        hidden: &Tensor,
+        first: usize,
+        count: usize,
+    ) -> Result<Vec<f32>, InferenceError> {
+        self.lm_head
+            .forward_rows(hidden, first, count)
+            .and_then(|logits| logits.flatten_all()?.to_vec1::<f32>())
+            .map_err(compute)
+    }
+
+    /// Vocabulary entries to score per `logits_chunk` call.
+    pub(crate) fn logits_chunk_width(&self) -> usize {
+        self.lm_head.row_chunk(LM_HEAD_CHUNK)
+    }
+
+    fn final_hidden_inner(
         &self,
         ids: &[u32],
         mut cache: Option<&mut KvCache>,
@@ -290,8 +328,7 @@ impl Llama {
             cache.len += seq;
         }
         let x = x.narrow(0, first_row, rows)?;
-        let x = candle_nn::ops::rms_norm(&x, &self.output_norm, c.rms_eps)?;
-        self.lm_head.forward(&x)
+        candle_nn::ops::rms_norm(&x, &self.output_norm, c.rms_eps)
     }
 
     /// cos and sin tables `(seq, head_dim / 2)` for positions `offset..offset + seq`.
