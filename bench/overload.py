@@ -14,7 +14,8 @@
 During every phase a separate process probes /healthz every 50 ms (bench/probe.py), RSS is sampled
 every 250 ms, and the service's own JSON request log gives the latency of each refusal (503) and
 each /healthz as the service measured it. Every 503 of the open-loop phases is checked for
-Retry-After.
+Retry-After. `--service-env` starts the service with other settings, e.g.
+`DETECTOR_INFERENCE_NICE=10` (the priority comparison in docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -57,10 +58,6 @@ def main() -> int:
     parser.add_argument("--service-env", action="append", default=[], metavar="NAME=VALUE",
                         help="environment setting for the service, e.g. "
                              "DETECTOR_INFERENCE_PRIORITY=0 (repeatable)")
-    parser.add_argument("--niced-phase", type=float, default=10.0,
-                        help="after the rest, repeat the open loop at this multiple with the "
-                             "service's inference threads reniced to 10 (0: skip); an experiment "
-                             "for the fix described in docs/benchmarks.md")
     args = parser.parse_args()
     if args.smoke:
         args.duration, args.sweep = 2, "10"
@@ -91,12 +88,6 @@ def main() -> int:
                 phases.append(open_loop_phase(service, workdir, capacity, multiple, args.duration))
             if storm > 0:
                 phases.append(storm_phase(service, workdir, capacity, storm, args.duration))
-            if args.niced_phase > 0:
-                with InferenceRenicer(service.pid) as renicer:
-                    phase = open_loop_phase(service, workdir, capacity, args.niced_phase,
-                                            args.duration, name_suffix="-niced")
-                phase["reniced_threads"] = renicer.count
-                phases.append(phase)
             result["phases"] = phases
         result["rss_whole_run"] = whole_run.summary()
         result["rss_whole_run_samples"] = whole_run.samples
@@ -151,58 +142,10 @@ def with_probe(service: b.Service, workdir: Path, name: str, duration: float, lo
     return loaded, probed, rss, svc
 
 
-class InferenceRenicer:
-    """Sets nice 10 on the service's inference threads while the `with` block runs, and on any
-    new one every 200 ms (the blocking pool starts threads on demand). Inference runs on tokio's
-    blocking threads and on the one-thread rayon pools they create, which inherit their name;
-    actix's workers (`actix-rt|system`, `actix-server`) that answer /healthz and refusals keep
-    nice 0. This tests from outside what a per-thread priority in the service would do."""
-
-    NAMES = ("tokio-rt-worker", "tokio-runtime-w")
-
-    def __init__(self, pid: int):
-        import threading
-        self.pid = pid
-        self.done: set[int] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    @property
-    def count(self) -> int:
-        return len(self.done)
-
-    def _sweep(self) -> None:
-        import os
-        for task in Path(f"/proc/{self.pid}/task").iterdir():
-            tid = int(task.name)
-            if tid in self.done:
-                continue
-            try:
-                if (task / "comm").read_text().strip() in self.NAMES:
-                    os.setpriority(os.PRIO_PROCESS, tid, 10)
-                    self.done.add(tid)
-            except OSError:
-                continue
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._sweep()
-            self._stop.wait(0.2)
-
-    def __enter__(self) -> "InferenceRenicer":
-        self._sweep()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-
 def open_loop_phase(service: b.Service, workdir: Path, capacity: float, multiple: float,
-                    duration: float, name_suffix: str = "") -> dict:
+                    duration: float) -> dict:
     rate = max(0.1, capacity * multiple)
-    name = f"open-{multiple:g}x{name_suffix}"
+    name = f"open-{multiple:g}x"
     out = workdir / f"{name}.json"
 
     def load():

@@ -29,7 +29,17 @@ use clap::Parser;
 
 use crate::config::{Cli, Command};
 
+/// candle runs large element-wise operations on one process-wide pool of this many threads, shared
+/// by every job behind one lock; with one, each job does them on its own thread, which is the
+/// one-thread-per-job layout the slots assume (measured 1.29x throughput at cap 4,
+/// docs/benchmarks.md). An operator's own setting wins.
+const CANDLE_THREADS_DEFAULT: &str = "1";
+
 fn main() -> ExitCode {
+    // Before any thread exists: candle reads the variable once, when it first builds its pool.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", CANDLE_THREADS_DEFAULT);
+    }
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Healthcheck(args)) => match healthcheck(&cli.config, &args) {
