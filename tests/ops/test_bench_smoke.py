@@ -67,10 +67,11 @@ def test_throughput_reports_both_paths(rep_dir):
 
 def test_overload_reports_goodput_refusals_probe_and_memory(rep_dir):
     # A fixed capacity: the smoke run is too short to measure one.
-    result = run_bench("overload.py", rep_dir / "overload.json", "--capacity", "1")
+    result = run_bench("overload.py", rep_dir / "overload.json", "--capacity", "1",
+                       "--service-env", "DETECTOR_INFERENCE_NICE=5")
+    assert result["service_env"] == {"DETECTOR_INFERENCE_NICE": "5"}
     phases = {p["phase"]: p for p in result["phases"]}
-    assert set(phases) == {"open-10x", "storm-c40", "open-10x-niced"}, phases.keys()
-    assert phases["open-10x-niced"]["reniced_threads"] >= 1
+    assert set(phases) == {"open-10x", "storm-c40"}, phases.keys()
     open_loop = phases["open-10x"]
     assert open_loop["statuses"].get("503", 0) >= 1, open_loop["statuses"]
     assert set(open_loop["statuses"]) <= {"200", "503"}, open_loop["statuses"]
