@@ -57,7 +57,7 @@ def main() -> int:
     parser.add_argument("--max-jobs", type=int, default=4)
     parser.add_argument("--service-env", action="append", default=[], metavar="NAME=VALUE",
                         help="environment setting for the service, e.g. "
-                             "DETECTOR_INFERENCE_PRIORITY=0 (repeatable)")
+                             "DETECTOR_INFERENCE_NICE=10 (repeatable)")
     args = parser.parse_args()
     if args.smoke:
         args.duration, args.sweep = 2, "10"

@@ -143,6 +143,17 @@ impl RowSums {
         )
     }
 
+    /// log p of the observed token (whose logit is `target_logit`), mu and var of the row.
+    fn statistics(&self, target_logit: f32) -> (f64, f64, f64) {
+        let ln_sum = self.sum.ln();
+        let mean_d = self.sum_d / self.sum;
+        (
+            f64::from(target_logit) - f64::from(self.max) - ln_sum,
+            mean_d - ln_sum,
+            (self.sum_d2 / self.sum - mean_d * mean_d).max(0.0),
+        )
+    }
+
     fn merge(self, other: Self) -> Self {
         let max = self.max.max(other.max);
         let (a, b) = (self.relative_to(max), other.relative_to(max));
@@ -214,11 +225,10 @@ impl Criterion {
     pub fn finish(&self) -> Signals {
         let (mut sum_lp, mut sum_mu, mut sum_var) = (0f64, 0f64, 0f64);
         for (sums, &target_logit) in self.rows.iter().zip(&self.target_logits) {
-            let ln_sum = sums.sum.ln();
-            let mean_d = sums.sum_d / sums.sum;
-            sum_lp += f64::from(target_logit) - f64::from(sums.max) - ln_sum;
-            sum_mu += mean_d - ln_sum;
-            sum_var += (sums.sum_d2 / sums.sum - mean_d * mean_d).max(0.0);
+            let (log_prob, mean, variance) = sums.statistics(target_logit);
+            sum_lp += log_prob;
+            sum_mu += mean;
+            sum_var += variance;
         }
         let n = self.rows() as f64;
         // A model certain of every position (zero variance) would divide by zero; the floor keeps
@@ -298,13 +308,11 @@ mod tests {
         for (index, chunk) in row.chunks(width).enumerate() {
             criterion.add_chunk(index * width, chunk);
         }
-        let sums = criterion.rows[0];
-        let ln_sum = sums.sum.ln();
-        let mean_d = sums.sum_d / sums.sum;
+        let (log_prob, mean, variance) = criterion.rows[0].statistics(criterion.target_logits[0]);
         Stats {
-            log_prob: f64::from(criterion.target_logits[0]) - f64::from(sums.max) - ln_sum,
-            mean: mean_d - ln_sum,
-            variance: sums.sum_d2 / sums.sum - mean_d * mean_d,
+            log_prob,
+            mean,
+            variance,
         }
     }
 

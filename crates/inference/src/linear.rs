@@ -2,8 +2,9 @@
 //!
 //! Kept behind one small type so the matmul path can be swapped without touching the model code.
 //! Two paths exist today: f32 weights through candle's gemm (the default; projections held
-//! transposed, the LM head as rows), and the weights kept in their stored GGUF quantization through candle's quantized matmul (measured about 11x slower
-//! here: candle 0.11 has no x86 SIMD kernel for Q4_1; see docs/benchmarks.md).
+//! transposed, the LM head as rows), and the weights kept in their stored GGUF quantization
+//! through candle's quantized matmul (measured about 11x slower here: candle 0.11 has no x86
+//! SIMD kernel for Q4_1; see docs/benchmarks.md).
 
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{Module, Result, Tensor};
